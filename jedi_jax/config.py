@@ -1,0 +1,200 @@
+"""One config for the whole agent, and its named presets.
+
+The config is an `ml_collections.ConfigDict` so that the absl launcher can override any field with
+`--config.section.field=value`. Library functions take the *frozen* config (hashable, so it can be a
+static argument of `jax.jit`). Every default below names its source: "paper" is JEDI (arXiv 2505.19698),
+"DIAMOND" is eloialonso/diamond at commit 5bcd159 (`config/trainer.yaml`, `config/agent/default.yaml`).
+
+Presets are functions returning a fresh config:
+  * `atari100k()` - the paper's protocol and sizes (the default for real runs).
+  * `debug()`     - tiny networks and budgets; trains end-to-end on a 2-core CPU in about two minutes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import ml_collections
+
+DEFAULT_GAME = "Breakout"
+
+
+def atari100k() -> ml_collections.ConfigDict:
+  """The paper preset: Atari100k protocol, JEDI network sizes, DIAMOND's training schedule."""
+  c = ml_collections.ConfigDict()
+  c.preset = "atari100k"
+  c.game = DEFAULT_GAME
+  c.seed = 0
+
+  # --- Environment (spec section 2) -----------------------------------------------------------
+  c.env = ml_collections.ConfigDict()
+  c.env.backend = "envpool"            # "envpool" | "ale"
+  c.env.step_path = "xla"              # "xla": envpool step inside the compiled epoch; "host": Python step
+  c.env.num_envs = 1                   # DIAMOND collects with 1 train env
+  c.env.stochastic_frameskip = False   # stochastic-Atari variant (2605.13013): frame skip ~ U{2..6}
+  c.env.max_episode_steps = 27_000     # 108k frames
+  c.env.noop_max = 30
+  c.env.num_test_envs = 25             # test episodes run in parallel envs
+  c.env.num_test_episodes = 100        # DIAMOND num_final_episodes
+
+  # --- World model (spec sections 3-5) --------------------------------------------------------
+  c.wm = ml_collections.ConfigDict()
+  c.wm.kind = "jedi"                   # "jedi" (latent) | "diamond" (pixel baseline)
+  c.wm.num_cond = 4                    # conditioning frames/latents (DIAMOND num_steps_conditioning)
+  # Encoder E_phi (paper): 64x64x3 -> [8, 8, 16].
+  c.wm.encoder_channels = (32, 32, 32, 16)
+  c.wm.encoder_depths = (2, 2, 2, 2)
+  c.wm.encoder_down = (1, 1, 1, 0)
+  c.wm.latent_clamp = True             # C(z) = 3 tanh(z / 3) (paper; ablated)
+  # Latent denoiser D_theta (paper: 1-level U-Net, 160 channels, no downsampling).
+  c.wm.denoiser_channels = (160,)
+  c.wm.denoiser_depths = (4,)
+  c.wm.denoiser_cond_channels = 256
+  # DIAMOND pixel denoiser (baseline; DIAMOND default.yaml).
+  c.wm.pixel_channels = (64, 64, 64, 64)
+  c.wm.pixel_depths = (2, 2, 2, 2)
+  c.wm.pixel_cond_channels = 256
+  # Reward / termination model (DIAMOND's rew_end_model on latents).
+  c.wm.rew_end_channels = (32, 32, 32, 32)
+  c.wm.rew_end_depths = (2, 2, 2, 2)
+  c.wm.rew_end_cond_channels = 128
+  c.wm.rew_end_lstm_dim = 512
+  # EDM (DIAMOND denoiser.py / trainer.yaml).
+  c.wm.sigma_data = 0.5
+  c.wm.sigma_offset_noise = 0.3
+  c.wm.train_sigma_loc = -0.4
+  c.wm.train_sigma_scale = 1.2
+  c.wm.train_sigma_min = 2e-3
+  c.wm.train_sigma_max = 20.0
+  # End-to-end latent objective switches (paper section 5; each ablated in the paper).
+  c.wm.stop_gradient_target = True
+  c.wm.encoder_lr_scale = 0.3
+  c.wm.random_switch_prob = 0.5       # p(own prediction) for the second prediction's newest latent
+  c.wm.num_predictions = 2            # predictions per segment: segment length = num_cond + num_predictions
+
+  # --- Diffusion sampler (DIAMOND trainer.yaml world_model_env.diffusion_sampler) -------------
+  c.sampler = ml_collections.ConfigDict()
+  c.sampler.num_steps = 3
+  c.sampler.sigma_min = 2e-3
+  c.sampler.sigma_max = 5.0
+  c.sampler.rho = 7.0
+  c.sampler.order = 1                  # 1 Euler, 2 Heun
+  c.sampler.s_churn = 0.0
+  c.sampler.s_tmin = 0.0
+  c.sampler.s_tmax = float("inf")
+  c.sampler.s_noise = 1.0
+
+  # --- Actor-critic (DIAMOND default.yaml / trainer.yaml, on latents) -------------------------
+  c.ac = ml_collections.ConfigDict()
+  c.ac.channels = (32, 32, 64, 64)     # pixel baseline: DIAMOND's; latent: first two stages only
+  c.ac.lstm_dim = 512
+  c.ac.horizon = 15
+  c.ac.gamma = 0.985
+  c.ac.lam = 0.95
+  c.ac.value_weight = 1.0
+  c.ac.entropy_weight = 0.001
+  c.ac.epsilon_collect = 0.01
+  c.ac.epsilon_test = 0.0
+
+  # --- Optimisation (DIAMOND trainer.yaml) ----------------------------------------------------
+  c.optim = ml_collections.ConfigDict()
+  c.optim.batch_size = 32
+  c.optim.lr = 1e-4
+  c.optim.eps = 1e-8
+  c.optim.weight_decay_wm = 1e-2
+  c.optim.weight_decay_ac = 0.0
+  c.optim.warmup_steps = 100
+  c.optim.max_grad_norm_denoiser = 1.0
+  c.optim.max_grad_norm_other = 100.0
+
+  # --- Replay (DIAMOND data/batch_sampler.py) -------------------------------------------------
+  c.replay = ml_collections.ConfigDict()
+  c.replay.capacity = 110_000          # steps per train env; >= the 100k budget plus the 10k initial max
+  c.replay.sample_weights = (0.1, 0.1, 0.1, 0.7)
+
+  # --- Schedule (spec section 7; DIAMOND trainer.yaml) ----------------------------------------
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.total_env_steps = 100_000
+  c.schedule.initial_min_steps = 5_000
+  c.schedule.initial_max_steps = 10_000
+  c.schedule.initial_reward_threshold = 10
+  c.schedule.steps_per_epoch = 100
+  c.schedule.wm_updates_per_epoch = 400
+  c.schedule.ac_updates_per_epoch = 400
+  c.schedule.wm_updates_first_epoch = 10_000
+  c.schedule.ac_updates_first_epoch = 5_000
+  c.schedule.num_final_epochs = 50
+  c.schedule.epochs_per_call = 10      # whole epochs compiled into one scanned call
+
+  # --- Run bookkeeping ------------------------------------------------------------------------
+  c.run = ml_collections.ConfigDict()
+  c.run.checkpoint_every = 50          # epochs
+  c.run.checkpoints_to_keep = 3
+  c.run.log_every = 1                  # host calls
+  return c
+
+
+def debug() -> ml_collections.ConfigDict:
+  """Tiny everything: an end-to-end CPU run in about two minutes. Not for results."""
+  c = atari100k()
+  c.preset = "debug"
+  c.env.num_test_envs = 4
+  c.env.num_test_episodes = 4
+  c.env.max_episode_steps = 500
+  c.wm.encoder_channels = (8, 8, 8, 16)
+  c.wm.encoder_depths = (1, 1, 1, 1)
+  c.wm.denoiser_channels = (32,)
+  c.wm.denoiser_depths = (1,)
+  c.wm.denoiser_cond_channels = 32
+  c.wm.pixel_channels = (8, 8, 8, 8)
+  c.wm.pixel_depths = (1, 1, 1, 1)
+  c.wm.pixel_cond_channels = 32
+  c.wm.rew_end_channels = (8, 8, 8, 8)
+  c.wm.rew_end_depths = (1, 1, 1, 1)
+  c.wm.rew_end_cond_channels = 16
+  c.wm.rew_end_lstm_dim = 32
+  c.ac.channels = (8, 8, 16, 16)
+  c.ac.lstm_dim = 32
+  c.ac.horizon = 5
+  c.optim.batch_size = 4
+  c.replay.capacity = 2_000
+  c.schedule.total_env_steps = 600
+  c.schedule.initial_min_steps = 200
+  c.schedule.initial_max_steps = 400
+  c.schedule.initial_reward_threshold = 1
+  c.schedule.steps_per_epoch = 100
+  c.schedule.wm_updates_per_epoch = 4
+  c.schedule.ac_updates_per_epoch = 4
+  c.schedule.wm_updates_first_epoch = 8
+  c.schedule.ac_updates_first_epoch = 8
+  c.schedule.num_final_epochs = 1
+  c.schedule.epochs_per_call = 2
+  c.run.checkpoint_every = 2
+  return c
+
+
+PRESETS = {"atari100k": atari100k, "debug": debug}
+
+
+def get_config(preset: str = "atari100k") -> ml_collections.ConfigDict:
+  """Returns a fresh config for a named preset; an unknown name is one clear error."""
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(sorted(PRESETS))}")
+  return PRESETS[preset]()
+
+
+def to_dict(config) -> dict:
+  """Plain JSON-able dict of a (frozen or not) config; tuples become lists."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def config_hash(config) -> str:
+  """Short stable hash of the whole config (seed included): identifies a run's settings."""
+  blob = json.dumps(to_dict(config), sort_keys=True).encode()
+  return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def freeze(config) -> ml_collections.FrozenConfigDict:
+  """Hashable, immutable view: pass this to jit-ed library functions as a static argument."""
+  return ml_collections.FrozenConfigDict(config)
