@@ -87,7 +87,12 @@ def atari100k() -> ml_collections.ConfigDict:
 
   # --- Actor-critic (DIAMOND default.yaml / trainer.yaml, on latents) -------------------------
   c.ac = ml_collections.ConfigDict()
-  c.ac.channels = (32, 32, 64, 64)     # pixel baseline: DIAMOND's; latent: first two stages only
+  # CNN of the pixel baseline (wm.kind="diamond"): DIAMOND's, 64x64x3 -> 4x4x64 -> LSTM.
+  c.ac.channels = (32, 32, 64, 64)
+  c.ac.down = (1, 1, 1, 1)             # 2x2 max-pool after each stage (DIAMOND)
+  # CNN on JEDI latents [8, 8, 16] -> 4x4x32 = 512 LSTM inputs: ~2.1M params with LSTM 512 (ours).
+  c.ac.latent_channels = (32, 32)
+  c.ac.latent_down = (0, 1)
   c.ac.lstm_dim = 512
   c.ac.horizon = 15
   c.ac.gamma = 0.985
@@ -131,7 +136,10 @@ def atari100k() -> ml_collections.ConfigDict:
   c.run = ml_collections.ConfigDict()
   c.run.checkpoint_every = 50          # epochs
   c.run.checkpoints_to_keep = 3
-  c.run.log_every = 1                  # host calls
+  # Re-create the train envs after every checkpoint (seeded by epoch) so that a resumed run is bit-identical
+  # to a straight one; costs one recompile of the epoch program per checkpoint (envpool's XLA step is bound
+  # to its pool). False: one env for the whole run, resumes re-create it (not bit-identical).
+  c.run.env_segments = True
   return c
 
 
@@ -155,6 +163,7 @@ def debug() -> ml_collections.ConfigDict:
   c.wm.rew_end_cond_channels = 16
   c.wm.rew_end_lstm_dim = 32
   c.ac.channels = (8, 8, 16, 16)
+  c.ac.latent_channels = (8, 8)
   c.ac.lstm_dim = 32
   c.ac.horizon = 5
   c.optim.batch_size = 4
@@ -182,6 +191,39 @@ def get_config(preset: str = "atari100k") -> ml_collections.ConfigDict:
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(sorted(PRESETS))}")
   return PRESETS[preset]()
+
+
+def validate(config) -> None:
+  """Raises one clear ValueError for a config that cannot run (bad flag values)."""
+  c = config
+  checks = [
+      (c.wm.kind in ("jedi", "diamond"), f"wm.kind must be 'jedi' or 'diamond', got {c.wm.kind!r}"),
+      (c.env.backend in ("envpool", "ale"), f"env.backend must be 'envpool' or 'ale', got {c.env.backend!r}"),
+      (c.env.step_path in ("xla", "host"), f"env.step_path must be 'xla' or 'host', got {c.env.step_path!r}"),
+      (c.sampler.order in (1, 2), f"sampler.order must be 1 (Euler) or 2 (Heun), got {c.sampler.order}"),
+      (c.sampler.num_steps >= 1, f"sampler.num_steps must be >= 1, got {c.sampler.num_steps}"),
+      (c.optim.batch_size >= 1, f"optim.batch_size must be >= 1, got {c.optim.batch_size}"),
+      (c.optim.lr > 0, f"optim.lr must be > 0, got {c.optim.lr}"),
+      (c.env.num_envs >= 1, f"env.num_envs must be >= 1, got {c.env.num_envs}"),
+      (c.schedule.steps_per_epoch % c.env.num_envs == 0,
+       f"schedule.steps_per_epoch ({c.schedule.steps_per_epoch}) must be a multiple of env.num_envs ({c.env.num_envs})"),
+      (c.schedule.initial_min_steps <= c.schedule.initial_max_steps,
+       "schedule.initial_min_steps must be <= schedule.initial_max_steps"),
+      (c.schedule.initial_max_steps <= c.schedule.total_env_steps,
+       "schedule.initial_max_steps must be <= schedule.total_env_steps"),
+      (c.replay.capacity * c.env.num_envs >= c.schedule.total_env_steps + c.schedule.steps_per_epoch,
+       f"replay.capacity ({c.replay.capacity} per env) must hold the whole budget ({c.schedule.total_env_steps} steps)"),
+      (len(c.replay.sample_weights) >= 1 and abs(sum(c.replay.sample_weights) - 1) < 1e-6
+       and min(c.replay.sample_weights) >= 0, "replay.sample_weights must be >= 0 and sum to 1"),
+      (c.schedule.epochs_per_call >= 1, "schedule.epochs_per_call must be >= 1"),
+      (c.run.checkpoint_every >= 1, "run.checkpoint_every must be >= 1"),
+      (c.env.num_test_episodes >= 1 and c.env.num_test_envs >= 1, "env.num_test_episodes and env.num_test_envs must be >= 1"),
+      (0.0 <= c.ac.epsilon_collect <= 1.0 and 0.0 <= c.ac.epsilon_test <= 1.0, "epsilons must lie in [0, 1]"),
+      (c.ac.horizon >= 1, f"ac.horizon must be >= 1, got {c.ac.horizon}"),
+  ]
+  for ok, message in checks:
+    if not ok:
+      raise ValueError(message)
 
 
 def to_dict(config) -> dict:

@@ -1,0 +1,65 @@
+r"""Train a JEDI agent on one Atari100k game, then score it on 100 test episodes.
+
+  python -m experiments.train --game=Breakout --seed=0 --workdir=runs/breakout_0
+  python -m experiments.train --preset=debug --workdir=runs/debug            # ~2 min on a CPU
+  python -m experiments.train --preset=debug --workdir=runs/px --config.wm.kind=diamond
+
+Any config field can be overridden with --config.<section>.<field>=<value> (see jedi_jax/config.py).
+Rerunning the same command with the same --workdir resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from jedi_jax import config as config_lib
+
+_GAME = flags.DEFINE_string("game", config_lib.DEFAULT_GAME, "Atari100k game, e.g. Breakout, Pong, MsPacman.")
+_SEED = flags.DEFINE_integer("seed", None, "Run seed (required for the atari100k preset; debug defaults to 0).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config, logs, checkpoints and results.")
+_PRESET = flags.DEFINE_enum("preset", "atari100k", sorted(config_lib.PRESETS), "Named config preset.")
+_CONFIG = config_flags.DEFINE_config_dict(
+    "config", config_lib.atari100k(), "Overrides of single fields: --config.optim.batch_size=64.")
+flags.mark_flag_as_required("workdir")
+
+
+def resolve_config():
+  """The preset with the command line's --config.* overrides, --game and --seed applied and checked."""
+  config = config_lib.get_config(_PRESET.value)
+  for path, value in config_flags.get_override_values(_CONFIG).items():
+    if path in ("game", "seed"):
+      raise ValueError(f"set {path} with --{path}, not --config.{path}")
+    node = config
+    *parents, leaf = path.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  if _SEED.value is None and config.preset == "atari100k":
+    raise ValueError("--seed is required for the atari100k preset (runs of the paper's tables are per seed)")
+  config.game = _GAME.value
+  config.seed = 0 if _SEED.value is None else _SEED.value
+  config_lib.validate(config)
+  return config
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Imported here so that --help and flag errors stay fast.
+  from jedi_jax import checkpoint, envs, loop
+  try:
+    config = resolve_config()
+    envs.check_game(config.game)
+    loop.train_and_evaluate(config, os.path.abspath(_WORKDIR.value))
+  except (ValueError, checkpoint.WorkdirError, loop.TrainingError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)

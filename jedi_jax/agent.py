@@ -1,0 +1,135 @@
+"""The actor-critic agent: lambda-returns, DIAMOND's imagination loss, its optimiser, and acting.
+
+Ports DIAMOND's `ActorCritic.forward` and `compute_lambda_returns` (src/models/actor_critic.py) and its
+collection loop (src/coroutines/env_loop.py) to pure functions. The network lives in
+`jedi_jax/nets/actor_critic.py`, the imagined rollout in `jedi_jax/imagination.py`.
+
+Loss (spec section 6), over the H x B imagined steps, each term a mean:
+  G       = lambda-returns of the sampled rewards, ends and values (no gradient)
+  actions = -log pi(a_t | s_t) * stop_gradient(G_t - V(s_t))        REINFORCE with a value baseline
+  values  = value_weight * (V(s_t) - G_t)^2
+  entropy = -entropy_weight * H[pi(. | s_t)]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from jedi_jax.imagination import (Trajectory, WorldModelFns, default_world_model, imagine, log_prob_and_entropy,
+                                  policy_over_trajectory)
+from jedi_jax.nets.actor_critic import ac_initial_state, ac_step, init_actor_critic_params, num_actions_of
+
+PyTree = Any
+sg = jax.lax.stop_gradient
+
+__all__ = ["init_actor_critic", "ac_initial_state", "ac_step", "actor_critic_optimizer", "lambda_returns",
+           "actor_critic_loss", "actor_critic_loss_fn", "act", "imagine", "Trajectory", "WorldModelFns"]
+
+
+def init_actor_critic(config, num_actions: int, key: jax.Array, wm: WorldModelFns | None = None) -> PyTree:
+  """Actor-critic parameters for inputs of the world model's state shape (`wm.state_shape(config)`)."""
+  wm = wm or default_world_model()
+  return init_actor_critic_params(config, num_actions, tuple(wm.state_shape(config)), key)
+
+
+def lambda_returns(rewards: jax.Array, values: jax.Array, dones: jax.Array, gamma: float, lam: float
+                   ) -> jax.Array:
+  """TD(lambda) returns, time-major. rewards, dones: [T, B]; values: [T + 1, B] (bootstrap last) -> [T, B].
+
+  G_T = V_T;  G_t = r_t + gamma (1 - d_t) ((1 - lam) V_{t+1} + lam G_{t+1}).
+  With truncation only at the end of the window this equals DIAMOND's `compute_lambda_returns`.
+  """
+  chex.assert_equal_shape([rewards, dones])
+  chex.assert_shape(values, (rewards.shape[0] + 1, *rewards.shape[1:]))
+  not_done = 1.0 - dones.astype(values.dtype)
+
+  def step(next_return, inputs):
+    reward, nd, next_value = inputs
+    g = reward + gamma * nd * ((1.0 - lam) * next_value + lam * next_return)
+    return g, g
+
+  _, returns = jax.lax.scan(step, values[-1], (rewards.astype(values.dtype), not_done, values[1:]), reverse=True)
+  return returns
+
+
+def actor_critic_loss(ac_params, trajectory: Trajectory, config) -> tuple[jax.Array, dict]:
+  """DIAMOND's actor-critic loss on an imagined trajectory -> (loss, metrics).
+
+  Logits and values are recomputed from `trajectory.states` (differentiable in ac_params; the rollout itself
+  is data). The returns and the baseline in the advantage carry no gradient; the value regression does.
+  """
+  ac = config.ac
+  logits, values = policy_over_trajectory(ac_params, trajectory, config)   # [H + 1, B, A], [H + 1, B]
+  returns = sg(lambda_returns(trajectory.rewards, values, trajectory.ends, ac.gamma, ac.lam))  # [H, B]
+  values = values[:-1]
+  log_prob, entropy = log_prob_and_entropy(logits[:-1], trajectory.actions)
+  entropy = entropy.mean()
+
+  loss_actions = jnp.mean(-log_prob * sg(returns - values))
+  loss_values = ac.value_weight * jnp.mean(jnp.square(values - returns))
+  loss_entropy = -ac.entropy_weight * entropy
+  loss = loss_actions + loss_values + loss_entropy
+  metrics = {
+      "policy_entropy": entropy / math.log(2),   # bits, as DIAMOND logs it
+      "loss_actions": loss_actions,
+      "loss_values": loss_values,
+      "loss_entropy": loss_entropy,
+      "loss_total": loss,
+      "imagined_reward": trajectory.rewards.mean(),
+      "imagined_end_rate": trajectory.ends.astype(jnp.float32).mean(),
+      "lambda_return": returns.mean(),
+      "value": values.mean(),
+  }
+  return loss, metrics
+
+
+def actor_critic_loss_fn(ac_params, wm_params, start: dict, key: jax.Array, config,
+                         wm: WorldModelFns | None = None) -> tuple[jax.Array, dict]:
+  """imagine + actor_critic_loss: differentiable in ac_params only (the world model is a constant)."""
+  trajectory = imagine(wm_params, ac_params, start, key, config, wm)
+  return actor_critic_loss(ac_params, trajectory, config)
+
+
+def _decay_mask(params: PyTree) -> PyTree:
+  """Weight decay on conv/linear/LSTM kernels only: not on biases or norms (DIAMOND `configure_opt`)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
+
+
+def actor_critic_optimizer(config) -> optax.GradientTransformation:
+  """Grad-norm clip, then AdamW with a linear warm-up from 0 (DIAMOND `get_lr_sched`) and constant lr after."""
+  o = config.optim
+  schedule = optax.linear_schedule(0.0, o.lr, max(1, o.warmup_steps))
+  return optax.chain(
+      optax.clip_by_global_norm(o.max_grad_norm_other),
+      optax.adamw(schedule, eps=o.eps, weight_decay=o.weight_decay_ac, mask=_decay_mask),
+  )
+
+
+def act(ac_params, wm_params, lstm_state, obs: jax.Array, is_first: jax.Array, key: jax.Array,
+        epsilon: float | jax.Array, config, wm: WorldModelFns | None = None) -> tuple[PyTree, jax.Array]:
+  """One policy step in the real envs. obs: [N, 64, 64, 3] uint8, is_first: [N] bool -> (lstm_state, action [N]).
+
+  The LSTM state is zeroed where an episode starts (DIAMOND resets hx, cx on death), the encoder state of the
+  frame goes through the policy, and the sampled action is replaced by a uniform one with probability
+  `epsilon` (0.01 while collecting, 0 at test). Unlike DIAMOND, which draws one coin for all envs, each env
+  draws its own.
+  """
+  wm = wm or default_world_model()
+  n = obs.shape[0]
+  chex.assert_shape(is_first, (n,))
+  state = sg(wm.encode(wm_params, obs, config)).astype(jnp.float32)
+  zero = ac_initial_state(config, n)
+  lstm_state = jax.tree.map(lambda z, s: jnp.where(is_first[:, None], z, s), zero, lstm_state)
+  lstm_state, logits, _ = ac_step(ac_params, lstm_state, state, config)
+  k_policy, k_coin, k_random = jax.random.split(key, 3)
+  action = jax.random.categorical(k_policy, logits)
+  random_action = jax.random.randint(k_random, (n,), 0, num_actions_of(ac_params))
+  explore = jax.random.uniform(k_coin, (n,)) < epsilon
+  return lstm_state, jnp.where(explore, random_action, action).astype(jnp.int32)

@@ -1,0 +1,131 @@
+"""Orbax save/restore of the whole training state, and the workdir's config guard.
+
+What is saved: every leaf of `TrainState` except the env handle (params, optimiser states, replay, policy
+LSTM state, RNG key, counters). envpool cannot snapshot its emulators, so the host loop re-creates the train
+envs after every checkpoint, seeded from (run seed, epoch), in straight runs and resumed runs alike: that is
+what makes a resumed run bit-identical to a straight one (see `jedi_jax.loop`).
+
+Bad input is refused before anything is written: a workdir whose saved config differs from the requested
+one, and a checkpoint that cannot be restored (the previous one is tried first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jedi_jax import config as config_lib
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class WorkdirError(RuntimeError):
+  """A workdir that cannot be used as asked (config mismatch, unreadable checkpoints)."""
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def check_or_write_config(workdir: str, config) -> bool:
+  """Saves the resolved config in a new workdir, or checks it equals the saved one.
+
+  Returns True when the workdir already held a run with this config (resume). Raises `WorkdirError`
+  naming the differing fields otherwise, without touching the workdir.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  wanted = config_lib.to_dict(config)
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if saved != wanted:
+      a, b = _flatten(saved), _flatten(wanted)
+      diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+      shown = ", ".join(f"{k}: saved {a.get(k)!r} != requested {b.get(k)!r}" for k in diff[:4])
+      more = f" (and {len(diff) - 4} more)" if len(diff) > 4 else ""
+      raise WorkdirError(
+          f"workdir {workdir} holds a run with a different config ({shown}{more}); "
+          "use a new --workdir or the same flags")
+    return True
+  os.makedirs(workdir, exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(wanted, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)
+  return False
+
+
+def _saveable(state) -> dict:
+  """The checkpointed part of a TrainState: everything but the env handle."""
+  return {k: getattr(state, k) for k in state.__dataclass_fields__ if k != "env_state"}
+
+
+class Checkpointer:
+  """Thin wrapper of `ocp.CheckpointManager` keyed by epoch."""
+
+  def __init__(self, workdir: str, max_to_keep: int = 3, *, read_only: bool = False):
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+            enable_async_checkpointing=False))
+
+  def epochs(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def save(self, epoch: int, state, extra: dict[str, Any] | None = None) -> None:
+    """Saves `state` (minus its env handle) plus small JSON-able host-side `extra` data."""
+    item = {"state": _saveable(state), "extra": {k: np.asarray(v) for k, v in (extra or {}).items()}}
+    self._manager.save(epoch, args=ocp.args.StandardSave(item), force=True)
+    self._manager.wait_until_finished()
+
+  def restore_latest(self, template_state, template_extra: dict[str, Any] | None = None):
+    """Restores the newest readable checkpoint into `template_state`'s structure.
+
+    Falls back to older checkpoints when the newest cannot be read (printing one line per skipped one);
+    raises `WorkdirError` when none can. Returns (epoch, state, extra) or None when there is none.
+    """
+    epochs = self.epochs()
+    if not epochs:
+      return None
+    target = {
+        "state": jax.tree.map(_abstract, _saveable(template_state)),
+        "extra": {k: _abstract(np.asarray(v)) for k, v in (template_extra or {}).items()},
+    }
+    errors = []
+    for epoch in reversed(epochs):
+      try:
+        item = self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
+        _check_finite_structure(item["state"], target["state"])
+      except Exception as e:  # orbax/tensorstore raise many types for a damaged checkpoint
+        errors.append(f"epoch {epoch}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        print(f"checkpoint at epoch {epoch} is unreadable ({errors[-1]}); trying an older one", flush=True)
+        continue
+      state = template_state.replace(**item["state"])
+      return epoch, state, item["extra"]
+    raise WorkdirError(f"no readable checkpoint in {self.directory}: " + "; ".join(errors))
+
+
+def _abstract(x):
+  x = np.asarray(x) if not isinstance(x, jax.Array) else x
+  return jax.ShapeDtypeStruct(x.shape, x.dtype)
+
+
+def _check_finite_structure(restored, target) -> None:
+  """Shapes and dtypes must match the template (a checkpoint from another config fails here)."""
+  for r, t in zip(jax.tree.leaves(restored), jax.tree.leaves(target)):
+    if r.shape != t.shape or r.dtype != t.dtype:
+      raise ValueError(f"leaf {r.shape} {r.dtype} does not match expected {t.shape} {t.dtype}")

@@ -1,0 +1,61 @@
+"""Atari100k environments as DIAMOND runs them (spec section 2), on envpool or ale-py.
+
+`make_env` returns a batch of N envs with gymnasium vector-env conventions (`reset`, `step`,
+`action_space`, `num_envs`, `close`) and a functional step for the compiled training loop
+(`env.functional("xla" | "host") -> (env_state, step_fn)`).
+
+DIAMOND semantics kept here, and why:
+* Training env: a life loss is a training end (`terminated`) but the game continues; the test env
+  plays full games. Both backends play full games and derive the flag from a drop in `lives`:
+  envpool's `episodic_life` adds 1-30 no-op frames after the loss, ale-py's resets the game.
+* Auto-reset: the step after a game over or truncation is a dummy (action ignored, reward 0, first
+  frame of the new game; envpool#194). `info["is_reset"]` / `StepOutput.is_reset` marks it: it must
+  never be trained on.
+* No FIRE at reset (envpool defaults to it), no sticky actions, minimal action set, frame skip 4
+  with max-pool, 64x64 RGB INTER_AREA frames, 1-30 no-op starts, raw rewards, a 27,000-step cap.
+"""
+
+from __future__ import annotations
+
+from jedi_jax.envs.ale_env import AleVectorAtari, StochasticAleAtari
+from jedi_jax.envs.base import AtariBatchEnv
+from jedi_jax.envs.envpool_env import EnvpoolAtari
+from jedi_jax.envs.protocol import GAMES, EnvState, RawStep, StepOutput, advance, check_game
+
+BACKENDS = ("envpool", "ale")
+
+
+def make_env(game: str, num_envs: int, seed: int, *, train: bool, backend: str = "envpool",
+             stochastic_frameskip: bool = False, max_episode_steps: int = 27_000,
+             noop_max: int = 30) -> AtariBatchEnv:
+  """Builds N Atari100k envs.
+
+  Args:
+    game: an Atari100k game name from `GAMES`, e.g. "Breakout" (envpool "Breakout-v5").
+    num_envs: N, envs stepped together.
+    seed: env i is seeded with seed + i.
+    train: True for the training env (life loss flagged as `terminated`), False for the test env.
+    backend: "envpool" (default; XLA step available) or "ale" (ale-py).
+    stochastic_frameskip: frame skip ~ U{2..6} per agent step (2605.13013); "ale" backend only.
+    max_episode_steps: step cap in agent steps (27,000 = 108k frames).
+    noop_max: at most this many no-op frames at reset.
+
+  Returns:
+    An `AtariBatchEnv`: obs [N, 64, 64, 3] uint8, reward [N] float32 (raw), etc.
+  """
+  check_game(game)
+  if backend not in BACKENDS:
+    raise ValueError(f"unknown env backend {backend!r}; valid: {', '.join(BACKENDS)}")
+  kwargs = dict(train=train, max_episode_steps=max_episode_steps, noop_max=noop_max)
+  if stochastic_frameskip:
+    if backend != "ale":
+      raise ValueError("stochastic_frameskip=True needs backend='ale': envpool cannot draw the "
+                       "frame skip per step")
+    return StochasticAleAtari(game, num_envs, seed, **kwargs)
+  if backend == "ale":
+    return AleVectorAtari(game, num_envs, seed, **kwargs)
+  return EnvpoolAtari(game, num_envs, seed, **kwargs)
+
+
+__all__ = ["AleVectorAtari", "AtariBatchEnv", "BACKENDS", "EnvState", "EnvpoolAtari", "GAMES",
+           "RawStep", "StepOutput", "StochasticAleAtari", "advance", "check_game", "make_env"]

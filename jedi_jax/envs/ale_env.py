@@ -1,0 +1,222 @@
+"""The Atari100k protocol on ale-py: the fallback backend and the stochastic-Atari variant.
+
+`AleVectorAtari` runs ale-py's C++ vector env (`ale_py.vector_env.AtariVectorEnv`) with the same
+options as envpool. It cannot be bit-identical with envpool: its no-op start draws 0..noop_max-1
+no-ops (envpool and DIAMOND draw 1..noop_max), and its RNG streams differ. Its `episodic_life`
+resets the whole game on a life loss, so, as on envpool, full games are played and the training
+flag comes from a drop in `lives` (`protocol.advance`).
+
+`StochasticAleAtari` is the stochastic-Atari variant of arXiv 2605.13013: the frame skip of every
+agent step is drawn uniformly from {2, ..., 6}. Neither envpool nor the ale-py vector env can vary
+the skip per step, so this backend steps one `ale_py.ALEInterface` per env frame by frame:
+reward summed over the skipped frames, max-pool of the last 2 raw frames, INTER_AREA resize to
+64x64 (an exact area-average port, equal to OpenCV's on Atari frames), 1..noop_max no-ops at reset
+(DIAMOND's draw), no sticky actions, no FIRE reset, the step cap counted in agent steps, and the
+same next-step auto-reset dummy as envpool.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+import jax.numpy as jnp
+import numpy as np
+import ale_py
+from ale_py import roms
+from ale_py.vector_env import AtariVectorEnv
+
+from jedi_jax.envs import protocol
+from jedi_jax.envs.base import OBS_SHAPE, AtariBatchEnv
+from jedi_jax.envs.protocol import RawStep
+
+FRAME_SKIP = 4                        # spec section 2 (fixed frame skip)
+STOCHASTIC_FRAME_SKIPS = (2, 6)       # 2605.13013: frame skip ~ U{2, ..., 6} (inclusive bounds)
+
+
+def ale_vector_options(max_episode_steps: int, noop_max: int) -> dict:
+  """`AtariVectorEnv` options for the Atari100k protocol (spec section 2)."""
+  return dict(
+      img_height=64, img_width=64, grayscale=False, stack_num=1,
+      frameskip=FRAME_SKIP, maxpool=True,
+      repeat_action_probability=0.0, full_action_space=False,
+      noop_max=noop_max,                 # ale-py draws 0..noop_max-1 no-ops (envpool: 1..noop_max)
+      use_fire_reset=False, episodic_life=False, life_loss_info=False, reward_clipping=False,
+      max_num_frames_per_episode=FRAME_SKIP * max_episode_steps,  # counted after the no-ops
+      autoreset_mode="NextStep",
+  )
+
+
+class AleVectorAtari(AtariBatchEnv):
+  """N Atari100k envs on ale-py's vector env (fixed frame skip 4)."""
+
+  backend = "ale"
+
+  def __init__(self, game: str, num_envs: int, seed: int, *, train: bool,
+               max_episode_steps: int = 27_000, noop_max: int = 30):
+    super().__init__(game, num_envs, seed, train=train, max_episode_steps=max_episode_steps,
+                     noop_max=noop_max)
+    self.backend_config = ale_vector_options(self.max_episode_steps, self.noop_max)
+    self._vec = AtariVectorEnv(protocol.ale_rom_name(self.game), self.num_envs,
+                               **self.backend_config)
+    self.action_space = gymnasium.spaces.Discrete(int(self._vec.single_action_space.n))
+    self._seeded = False
+
+  def _backend_reset(self, seed):
+    if seed is None and not self._seeded:
+      seed = self.seed  # the first reset seeds env i with seed + i
+    self._seeded = True
+    obs, info = self._vec.reset(seed=None if seed is None else int(seed))
+    return np.ascontiguousarray(obs[:, 0]), np.asarray(info["lives"], np.int32)
+
+  def _backend_step(self, actions):
+    obs, reward, terminated, truncated, info = self._vec.step(actions)
+    if not np.array_equal(info["env_id"], np.arange(self.num_envs)):
+      raise RuntimeError(f"ale-py returned env ids {info['env_id']} out of order")
+    return RawStep(obs=np.ascontiguousarray(obs[:, 0]), reward=np.asarray(reward, np.float32),
+                   game_over=np.asarray(terminated, bool), truncated=np.asarray(truncated, bool),
+                   lives=np.asarray(info["lives"], np.int32))
+
+  def _backend_xla(self):
+    handle, _, xla_step = self._vec.xla()
+
+    def raw_step(handle, actions):
+      handle, (obs, reward, terminated, truncated, info) = xla_step(handle, actions)
+      return handle, RawStep(obs=obs[:, 0], reward=reward.astype(jnp.float32),
+                             game_over=terminated.astype(jnp.bool_),
+                             truncated=truncated.astype(jnp.bool_),
+                             lives=info["lives"].astype(jnp.int32))
+
+    return jnp.asarray(handle), raw_step
+
+  def close(self):
+    super().close()
+    if self._vec is not None:
+      self._vec.close()
+      self._vec = None
+
+
+class StochasticAleAtari(AtariBatchEnv):
+  """N Atari100k envs whose frame skip is drawn from {2, ..., 6} at every agent step."""
+
+  backend = "ale"
+
+  def __init__(self, game: str, num_envs: int, seed: int, *, train: bool,
+               max_episode_steps: int = 27_000, noop_max: int = 30):
+    super().__init__(game, num_envs, seed, train=train, max_episode_steps=max_episode_steps,
+                     noop_max=noop_max)
+    self.backend_config = dict(
+        frame_skip_low=STOCHASTIC_FRAME_SKIPS[0], frame_skip_high=STOCHASTIC_FRAME_SKIPS[1],
+        maxpool=True, img_height=64, img_width=64, repeat_action_probability=0.0,
+        full_action_space=False, noop_max=self.noop_max, use_fire_reset=False,
+        max_episode_steps=self.max_episode_steps, reward_clip=False)
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+    self._rom = roms.get_rom_path(protocol.ale_rom_name(self.game))
+    self._build(self.seed)
+    self.action_space = gymnasium.spaces.Discrete(len(self._action_set))
+    height, width = self._ales[0].getScreenDims()
+    self._resize_rows = area_resize_weights(height, OBS_SHAPE[0])  # [64, H]
+    self._resize_cols = area_resize_weights(width, OBS_SHAPE[1])   # [64, W]
+    # Last two raw frames of every env, for the max-pool: [N, 2, H, W, 3].
+    self._frames = np.zeros((self.num_envs, 2, height, width, 3), np.uint8)
+    self._slot = np.zeros((self.num_envs,), np.int64)   # which of the two slots to write next
+    self._ended = np.zeros((self.num_envs,), bool)    # game over or truncated at the last step
+    self._steps = np.zeros((self.num_envs,), np.int64)  # agent steps in the current game
+
+  def _build(self, seed: int) -> None:
+    """One ALE per env; env i is seeded with seed + i (emulator and frame-skip/no-op draws)."""
+    self._ales, self._rngs = [], []
+    for i in range(self.num_envs):
+      ale = ale_py.ALEInterface()
+      ale.setInt("random_seed", (seed + i) % (2**31))
+      ale.setFloat("repeat_action_probability", 0.0)
+      ale.setInt("frame_skip", 1)
+      ale.loadROM(self._rom)
+      self._ales.append(ale)
+      self._rngs.append(np.random.default_rng([seed, i]))
+    self._action_set = self._ales[0].getMinimalActionSet()
+
+  def _reset_one(self, i: int) -> None:
+    ale, rng = self._ales[i], self._rngs[i]
+    ale.reset_game()
+    num_noops = int(rng.integers(1, self.noop_max + 1)) if self.noop_max > 0 else 0
+    for _ in range(num_noops):
+      ale.act(ale_py.Action.NOOP)
+      if ale.game_over(with_truncation=False):
+        ale.reset_game()
+    ale.getScreenRGB(self._frames[i, 0])
+    self._frames[i, 1] = self._frames[i, 0]
+    self._ended[i] = False
+    self._steps[i] = 0
+
+  def _observe(self) -> np.ndarray:
+    return area_resize(self._frames.max(axis=1), self._resize_rows, self._resize_cols)
+
+  def _lives(self) -> np.ndarray:
+    return np.array([ale.lives() for ale in self._ales], np.int32)
+
+  def _backend_reset(self, seed):
+    if seed is not None:
+      self._build(int(seed))
+    for i in range(self.num_envs):
+      self._reset_one(i)
+    return self._observe(), self._lives()
+
+  def _backend_step(self, actions):
+    n = self.num_envs
+    reward = np.zeros((n,), np.float32)
+    game_over = np.zeros((n,), bool)
+    truncated = np.zeros((n,), bool)
+    for i in range(n):
+      if self._ended[i]:  # auto-reset dummy: the action is ignored
+        self._reset_one(i)
+        continue
+      ale, action = self._ales[i], self._action_set[int(actions[i])]
+      skip = int(self._rngs[i].integers(STOCHASTIC_FRAME_SKIPS[0], STOCHASTIC_FRAME_SKIPS[1] + 1))
+      total = 0
+      for _ in range(skip):
+        total += ale.act(action)
+        ale.getScreenRGB(self._frames[i, self._slot[i]])  # the two slots hold the last two frames
+        self._slot[i] ^= 1
+        if ale.game_over(with_truncation=False):
+          break
+      self._steps[i] += 1
+      reward[i] = total
+      game_over[i] = ale.game_over(with_truncation=False)
+      truncated[i] = self._steps[i] >= self.max_episode_steps
+      self._ended[i] = game_over[i] or truncated[i]
+    return RawStep(obs=self._observe(), reward=reward, game_over=game_over, truncated=truncated,
+                   lives=self._lives())
+
+  def _xla_hint(self) -> str:
+    return " with stochastic_frameskip (a per-env Python frame loop)"
+
+
+def area_resize_weights(size_in: int, size_out: int) -> np.ndarray:
+  """Row-stochastic [size_out, size_in] matrix of OpenCV INTER_AREA for downscaling.
+
+  Output pixel o averages the input interval [o * s, (o + 1) * s), s = size_in / size_out, each
+  input pixel weighted by its overlap with that interval.
+  """
+  scale = size_in / size_out
+  edges = np.arange(size_out + 1) * scale                        # [size_out + 1]
+  lo, hi = edges[:-1, None], edges[1:, None]                     # [size_out, 1]
+  pixels = np.arange(size_in)[None, :]                           # [1, size_in]
+  overlap = np.clip(np.minimum(hi, pixels + 1) - np.maximum(lo, pixels), 0.0, None)
+  return (overlap / scale).astype(np.float32)
+
+
+def area_resize(frames: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+  """INTER_AREA resize of a batch of RGB frames.
+
+  Args:
+    frames: [N, H, W, C] uint8.
+    rows: [h, H] float32 from `area_resize_weights(H, h)`.
+    cols: [w, W] float32 from `area_resize_weights(W, w)`.
+
+  Returns:
+    [N, h, w, C] uint8, rounded to nearest.
+  """
+  n, height, width, channels = frames.shape
+  x = np.matmul(rows, frames.astype(np.float32).reshape(n, height, width * channels))
+  x = x.reshape(n, rows.shape[0], width, channels).transpose(0, 1, 3, 2)  # [N, h, C, W]
+  x = np.matmul(x, cols.T).transpose(0, 1, 3, 2)                         # [N, h, w, C]
+  return np.clip(np.rint(x), 0, 255).astype(np.uint8)

@@ -1,0 +1,73 @@
+"""Run logs: JSONL metrics (one line per host call) and TensorBoard event files, plus compiled-program facts."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricsLogger:
+  """Appends `{"epoch": e, **scalars}` lines to `workdir/metrics.jsonl` and mirrors them to TensorBoard.
+
+  TensorBoard files are written with tensorboardX (pure Python, no TensorFlow) under `workdir/tb/`.
+  """
+
+  def __init__(self, workdir: str, *, tensorboard: bool = True):
+    self.path = os.path.join(workdir, METRICS_FILE)
+    self._tb = None
+    if tensorboard:
+      try:
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(os.path.join(workdir, "tb"), flush_secs=30)
+      except ImportError:  # optional: the JSONL file holds everything
+        self._tb = None
+
+  def write(self, epoch: int, scalars: dict[str, Any]) -> None:
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"epoch": int(epoch), **scalars}, sort_keys=True) + "\n")
+    if self._tb is not None:
+      for k, v in scalars.items():
+        if isinstance(v, (int, float)):
+          self._tb.add_scalar(k, v, global_step=int(epoch))
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, METRICS_FILE)) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def compiled_costs(compiled) -> dict[str, float]:
+  """FLOPs and memory (bytes) of an XLA-compiled program, from `cost_analysis` / `memory_analysis`."""
+  out: dict[str, float] = {}
+  try:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+      cost = cost[0] if cost else {}
+    out["flops"] = float(cost.get("flops", float("nan")))
+  except Exception:  # not every backend reports costs
+    out["flops"] = float("nan")
+  try:
+    mem = compiled.memory_analysis()
+    for name in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+                 "generated_code_size_in_bytes", "alias_size_in_bytes"):
+      out[name] = float(getattr(mem, name))
+    out["peak_bytes"] = (out["argument_size_in_bytes"] + out["output_size_in_bytes"]
+                         + out["temp_size_in_bytes"] - out["alias_size_in_bytes"])
+  except Exception:
+    pass
+  return out
+
+
+def describe_compiled(name: str, compiled, compile_seconds: float) -> str:
+  c = compiled_costs(compiled)
+  gb = lambda k: f"{c[k] / 2**30:.2f} GiB" if k in c else "n/a"
+  return (f"compiled {name} in {compile_seconds:.1f}s: {c['flops'] / 1e9:.1f} GFLOP, "
+          f"args {gb('argument_size_in_bytes')}, temp {gb('temp_size_in_bytes')}, peak~{gb('peak_bytes')}")

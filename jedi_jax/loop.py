@@ -1,0 +1,293 @@
+"""The host loop: build envs and the compiled epoch programs, call them, log, checkpoint, evaluate.
+
+Nothing numerical happens here; it sequences the pure functions of `jedi_jax.train`:
+
+  1. initial collection (untrained policy) in chunks of `steps_per_epoch`, until DIAMOND's stopping rule;
+  2. epoch 1 with the long first-epoch update counts;
+  3. regular epochs, K per compiled call, until 100k env steps are collected;
+  4. the final update-only epochs;
+  5. `num_test_episodes` full games with the test env (epsilon 0), written to `results.json`.
+
+Segments and exact resume: envpool cannot snapshot its emulators, so a checkpoint cannot hold the env. Instead
+every checkpoint ends an env *segment*: the open training episodes are truncated in the replay and the train
+envs are re-created with a seed folded from (run seed, epoch). A resumed run restores the checkpoint and
+starts the same next segment, so it replays the straight run bit for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jedi_jax import agent
+from jedi_jax import checkpoint as ckpt_lib
+from jedi_jax import config as config_lib
+from jedi_jax import envs
+from jedi_jax import replay as replay_lib
+from jedi_jax import train
+from jedi_jax.logs import MetricsLogger, describe_compiled
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (e.g. a NaN loss); the last good checkpoint is kept."""
+
+
+def env_seed(seed: int, segment: int, offset: int = 0) -> int:
+  """Seed of the train envs for an env segment (the segment starts at epoch `segment`)."""
+  return int(np.random.SeedSequence([seed, segment, offset]).generate_state(1)[0] % (2**31 - 1))
+
+
+def make_train_env(config, segment: int):
+  return envs.make_env(
+      config.game, config.env.num_envs, env_seed(config.seed, segment), train=True,
+      backend=config.env.backend, stochastic_frameskip=config.env.stochastic_frameskip,
+      max_episode_steps=config.env.max_episode_steps, noop_max=config.env.noop_max)
+
+
+class Phases:
+  """The compiled programs of one env segment (they close over that segment's env step).
+
+  Programs are compiled ahead of time on first use and cached by (phase, epochs per call); the first
+  compile of each prints its FLOPs, memory and compile time.
+  """
+
+  def __init__(self, config, env_step: Callable | None, log=print):
+    self.config = config
+    self.log = log
+    self._fns = {
+        "collect": functools.partial(train.initial_collect_chunk, config=config, env_step=env_step),
+        "first_epoch": functools.partial(train.run_epoch, config=config, env_step=env_step, first=True),
+        "epochs": lambda n: functools.partial(train.run_epochs, num_epochs=n, config=config, env_step=env_step),
+        "final_epochs": lambda n: functools.partial(train.run_epochs, num_epochs=n, config=config, env_step=None),
+    }
+    self._compiled = {}
+
+  def __call__(self, phase: str, state, num_epochs: int = 1):
+    key = (phase, num_epochs)
+    self.last_compile_s = 0.0
+    if key not in self._compiled:
+      fn = self._fns[phase]
+      fn = fn(num_epochs) if phase in ("epochs", "final_epochs") else fn
+      t0 = time.time()
+      compiled = jax.jit(fn, donate_argnums=0).lower(state).compile()
+      self.last_compile_s = time.time() - t0
+      self.log(describe_compiled(f"{phase}[{num_epochs}]", compiled, self.last_compile_s))
+      self._compiled[key] = compiled
+    return self._compiled[key](state)
+
+
+def start_segment(state: train.TrainState, config, segment: int, *, first: bool, log=print):
+  """Truncates open episodes (unless this is the run's first segment) and attaches fresh train envs."""
+  env = make_train_env(config, segment)
+  obs, _ = env.reset()
+  env_state, env_step = env.functional(config.env.step_path)
+  if not first:
+    state = state.replace(replay=replay_lib.truncate_open_episodes(state.replay, state.obs))
+  state = state.replace(
+      env_state=env_state, obs=jnp.asarray(obs), is_first=jnp.ones((obs.shape[0],), bool))
+  return env, state, Phases(config, env_step, log)
+
+
+def _host(metrics) -> dict:
+  return {k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()}
+
+
+def _check_finite(metrics: dict, where: str) -> None:
+  bad = [k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v, dtype=np.float64)))]
+  if bad:
+    raise TrainingError(f"non-finite {', '.join(sorted(bad))} in {where}; stopping without saving this state")
+
+
+def train_and_evaluate(config, workdir: str, *, stop_after_epoch: int | None = None, log=print) -> dict | None:
+  """Runs (or resumes) a whole training run in `workdir`; returns the results dict (None if stopped early).
+
+  `stop_after_epoch` stops right after the checkpoint at that epoch (used to test exact resume).
+  """
+  cfg = config_lib.freeze(config)
+  envs.check_game(cfg.game)  # before touching the workdir
+  resumed = ckpt_lib.check_or_write_config(workdir, config)
+  checkpointer = ckpt_lib.Checkpointer(workdir, cfg.run.checkpoints_to_keep)
+  logger = MetricsLogger(workdir)
+  s = cfg.schedule
+  log(f"jedi_jax: game={cfg.game} seed={cfg.seed} preset={cfg.preset} wm={cfg.wm.kind} "
+      f"devices={jax.device_count()} ({jax.devices()[0].platform}) workdir={workdir}")
+
+  # Template state (also the fresh state of a new run).
+  env, state, phases = start_segment(
+      train.init_train_state(
+          cfg, _num_actions(cfg), jax.random.PRNGKey(cfg.seed), env_state=None,
+          obs=np.zeros((cfg.env.num_envs, 64, 64, 3), np.uint8)),
+      cfg, segment=0, first=True, log=log)
+  extra = {"num_epochs_collect": np.int64(-1)}
+  restored = checkpointer.restore_latest(state, extra) if resumed else None
+  if restored is not None:
+    epoch, state, extra = restored
+    log(f"resumed from the checkpoint at epoch {epoch} ({int(state.env_steps)} env steps)")
+    env.close()
+    env, state, phases = start_segment(state, cfg, segment=epoch, first=False, log=log)
+  num_epochs_collect = int(extra["num_epochs_collect"])
+
+  t_start = time.time()
+  # 1. Initial collection.
+  if num_epochs_collect < 0:
+    while True:
+      state, stats = phases("collect", state)
+      steps = int(state.env_steps)
+      minority = int(train.minority_reward_count(state.replay))
+      if steps >= s.initial_min_steps and (minority >= s.initial_reward_threshold or steps >= s.initial_max_steps):
+        break
+    log(f"initial collection: {steps} env steps, {minority} transitions of minority reward classes")
+    remaining = s.total_env_steps - steps
+    num_epochs_collect = max(0, math.ceil(remaining / s.steps_per_epoch))
+    extra = {"num_epochs_collect": np.int64(num_epochs_collect)}
+  total_epochs = num_epochs_collect + s.num_final_epochs
+
+  # 2-4. Epochs.
+  while int(state.epoch) < total_epochs:
+    epoch = int(state.epoch)
+    collecting = epoch < num_epochs_collect
+    if epoch == 0:
+      phase, n = "first_epoch", 1
+    else:
+      boundary = num_epochs_collect if collecting else total_epochs
+      next_ckpt = (epoch // cfg.run.checkpoint_every + 1) * cfg.run.checkpoint_every
+      n = min(s.epochs_per_call, boundary - epoch, next_ckpt - epoch)
+      phase = "epochs" if collecting else "final_epochs"
+    t0 = time.time()
+    state, metrics = phases(phase, state, n)
+    metrics = _host(metrics)
+    dt = time.time() - t0 - phases.last_compile_s
+    _check_finite({k: v for k, v in metrics.items() if not k.startswith("collect/")}, f"epoch {epoch + n}")
+    row = _summarise(metrics, state, n, dt, cfg, epoch == 0)
+    logger.write(int(state.epoch), row)
+    done = int(state.epoch)
+    log(_progress_line(row, done, total_epochs, dt / n * (total_epochs - done)))
+    if done % cfg.run.checkpoint_every == 0 or done == total_epochs:
+      checkpointer.save(done, state, extra)
+      if stop_after_epoch is not None and done >= stop_after_epoch:
+        env.close()
+        logger.close()
+        return None
+      if done < num_epochs_collect and cfg.run.env_segments:
+        env.close()
+        env, state, phases = start_segment(state, cfg, segment=done, first=False, log=log)
+  env.close()
+  train_seconds = time.time() - t_start
+
+  # 5. Evaluation.
+  returns = evaluate(state, cfg, num_episodes=cfg.env.num_test_episodes)
+  results = {
+      "game": cfg.game, "seed": int(cfg.seed), "score": float(np.mean(returns)),
+      "score_std": float(np.std(returns)), "config_hash": config_lib.config_hash(cfg),
+      "preset": cfg.preset, "wm_kind": cfg.wm.kind, "num_test_episodes": len(returns),
+      "episode_returns": [float(r) for r in returns], "env_steps": int(state.env_steps),
+      "epochs": int(state.epoch), "train_seconds": round(train_seconds, 1),
+  }
+  write_results(workdir, results)
+  logger.write(int(state.epoch), {"test/return_mean": results["score"], "test/return_std": results["score_std"]})
+  logger.close()
+  log(f"final score ({len(returns)} test episodes): {results['score']:.2f} +- {results['score_std']:.2f}")
+  return results
+
+
+def _num_actions(cfg) -> int:
+  env = envs.make_env(cfg.game, 1, 0, train=True, backend=cfg.env.backend,
+                      stochastic_frameskip=cfg.env.stochastic_frameskip)
+  n = int(env.action_space.n)
+  env.close()
+  return n
+
+
+def _summarise(metrics: dict, state, n: int, dt: float, cfg, first: bool) -> dict:
+  row = {k: float(np.mean(v)) for k, v in metrics.items() if not k.startswith("collect/")}
+  c = {k[len("collect/"):]: float(np.sum(v)) for k, v in metrics.items() if k.startswith("collect/")}
+  if c:
+    if c["games_finished"] > 0:
+      row["collect/game_return"] = c["games_return_sum"] / c["games_finished"]
+      row["collect/game_length"] = c["games_length_sum"] / c["games_finished"]
+    row["collect/reward_per_step"] = c["reward_sum"] / (n * cfg.schedule.steps_per_epoch)
+    row["collect/env_steps_per_s"] = n * cfg.schedule.steps_per_epoch / dt
+  s = cfg.schedule
+  wm_updates = s.wm_updates_first_epoch if first else s.wm_updates_per_epoch * n
+  ac_updates = s.ac_updates_first_epoch if first else s.ac_updates_per_epoch * n
+  row["perf/updates_per_s"] = (wm_updates + ac_updates) / dt
+  row["perf/seconds_per_epoch"] = dt / n
+  row["env_steps"] = int(state.env_steps)
+  row["wm_updates"] = int(state.wm_updates)
+  row["ac_updates"] = int(state.ac_updates)
+  return row
+
+
+def _progress_line(row: dict, epoch: int, total: int, eta_s: float) -> str:
+  parts = [f"epoch {epoch}/{total}", f"env_steps {row['env_steps']}"]
+  for k in ("wm/loss", "ac/loss", "collect/game_return"):
+    if k in row:
+      parts.append(f"{k} {row[k]:.4g}")
+  parts.append(f"{row['perf/updates_per_s']:.1f} upd/s")
+  parts.append(f"ETA {_fmt_time(eta_s)}")
+  return " | ".join(parts)
+
+
+def _fmt_time(s: float) -> str:
+  s = int(max(s, 0))
+  return f"{s // 3600}h{(s % 3600) // 60:02d}m{s % 60:02d}s"
+
+
+def write_results(workdir: str, results: dict) -> None:
+  """`results.json` (read by experiments/tables.py) and a DIAMOND-format `{game: [score]}` file."""
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=1)
+  with open(os.path.join(workdir, "scores_diamond_format.json"), "w") as f:
+    json.dump({results["game"]: [results["score"]]}, f, indent=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation: full games (train=False env), epsilon 0, in parallel envs with a per-env episode quota
+# (taking the first N finished games of a parallel pool would favour short games).
+# ------------------------------------------------------------------------------------------------
+
+def _eval_chunk(ac_params, wm_params, policy_state, obs, is_first, env_state, key, *, env_step, num_steps, config):
+  def one(carry, _):
+    policy_state, obs, is_first, env_state, key = carry
+    key, k_act = jax.random.split(key)
+    policy_state, actions = agent.act(
+        ac_params, wm_params, policy_state, obs, is_first, k_act, config.ac.epsilon_test, config)
+    env_state, out = env_step(env_state, actions)
+    done = (out.game_over | out.truncated) & ~out.is_reset
+    is_first = out.terminated | out.truncated | out.is_reset
+    return (policy_state, out.obs, is_first, env_state, key), (done, out.episode_return)
+  carry, (done, ret) = jax.lax.scan(
+      one, (policy_state, obs, is_first, env_state, key), None, length=num_steps)
+  return carry, done, ret
+
+
+def evaluate(state: train.TrainState, config, num_episodes: int, chunk: int = 100) -> list[float]:
+  """Mean-return protocol of DIAMOND's final test: `num_episodes` full games with epsilon 0."""
+  n_envs = min(config.env.num_test_envs, num_episodes)
+  quota = np.full(n_envs, num_episodes // n_envs) + (np.arange(n_envs) < num_episodes % n_envs)
+  env = envs.make_env(
+      config.game, n_envs, env_seed(config.seed, 0, offset=1), train=False, backend=config.env.backend,
+      stochastic_frameskip=config.env.stochastic_frameskip, max_episode_steps=config.env.max_episode_steps,
+      noop_max=config.env.noop_max)
+  obs, _ = env.reset()
+  env_state, env_step = env.functional(config.env.step_path)
+  run = jax.jit(functools.partial(_eval_chunk, env_step=env_step, num_steps=chunk, config=config))
+  carry = (agent.ac_initial_state(config, n_envs), jnp.asarray(obs), jnp.ones((n_envs,), bool), env_state,
+           jax.random.fold_in(state.key, 1_000_003))
+  returns: list[list[float]] = [[] for _ in range(n_envs)]
+  while any(len(r) < q for r, q in zip(returns, quota)):
+    carry, done, ret = run(state.ac_params, state.wm_params, *carry)
+    done, ret = np.asarray(done), np.asarray(ret)
+    for t, e in zip(*np.nonzero(done)):
+      if len(returns[e]) < quota[e]:
+        returns[e].append(float(ret[t, e]))
+  env.close()
+  return [r for per_env in returns for r in per_env]

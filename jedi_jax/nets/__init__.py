@@ -1,0 +1,1 @@
+"""Flax (linen) modules, NHWC: DIAMOND's blocks, the encoder, denoisers, reward/end model, actor-critic."""

@@ -1,0 +1,37 @@
+"""JEDI's frame encoder E_phi: a 64x64x3 frame -> a latent [8, 8, 16] (spec section 3).
+
+Four stages of unconditioned ResBlocks (DIAMOND's block design, GroupNorm with max(1, C // 32) groups),
+a stride-2 Downsample after each stage flagged in `down`, then GroupNorm -> SiLU -> 3x3 conv to the latent
+channels. The clamp C(z) = 3 tanh(z / 3) is applied by the world model (a config switch).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+
+from jedi_jax.nets import blocks
+
+
+class Encoder(nn.Module):
+  """frames [N, 64, 64, 3] float in [-1, 1] -> latents [N, 8, 8, channels[-1]] (unclamped).
+
+  With the paper's channels (32, 32, 32, 16), depths (2, 2, 2, 2) and down (1, 1, 1, 0): 64 -> 32 -> 16 -> 8.
+  """
+  channels: Sequence[int]
+  depths: Sequence[int]
+  down: Sequence[int]
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    assert len(self.channels) == len(self.depths) == len(self.down)
+    x = blocks.Conv3x3(self.channels[0], name="conv_in")(x)
+    for i, (c, d, down) in enumerate(zip(self.channels, self.depths, self.down)):
+      for j in range(d):
+        x = blocks.PlainResBlock(c, name=f"stage_{i}_block_{j}")(x)
+      if down:
+        x = blocks.Downsample(name=f"stage_{i}_down")(x)
+    x = nn.silu(blocks.GroupNorm(name="norm_out")(x))
+    return blocks.Conv3x3(self.channels[-1], name="conv_out")(x)

@@ -1,0 +1,65 @@
+"""Reward/termination model R_psi (DIAMOND src/models/rew_end_model.py), usable on latents or pixels.
+
+A transition (s_t, a_t, s_{t+1}) goes through an action-conditioned CNN on concat(s_t, s_{t+1}), is
+flattened, fed to an LSTM (512) whose state is carried explicitly, and a head Linear -> SiLU -> Linear(5, no
+bias) gives 3 reward logits (sign of reward: -1, 0, 1) and 2 end logits.
+
+Downsampling: DIAMOND's CNN has 4 stages with a stride-2 Downsample before stages 2-4 (64 -> 8 on pixels),
+so the LSTM sees 32 x 8 x 8 = 2048 features. JEDI's latents are already 8x8, so here the CNN downsamples only
+while the map is larger than 8x8 (`num_down` = log2(H / 8): 3 on pixels, 0 on latents). This keeps DIAMOND's
+LSTM input size and its exact pixel architecture, and costs little on latents (8x8 maps).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jedi_jax.nets import blocks
+
+
+class RewEndModel(nn.Module):
+  """Attributes: channels/depths of the CNN stages, cond_channels (action embedding), lstm_dim,
+  num_actions, num_down (stride-2 downsamples, applied before the last `num_down` stages)."""
+  channels: Sequence[int]
+  depths: Sequence[int]
+  cond_channels: int
+  lstm_dim: int
+  num_actions: int
+  num_down: int
+
+  def setup(self):
+    assert len(self.channels) == len(self.depths) and self.num_down < len(self.channels)
+    self.act_emb = nn.Embed(self.num_actions, self.cond_channels)
+    self.conv_in = blocks.Conv3x3(self.channels[0])
+    n = len(self.channels)
+    self.stages = [blocks.ResBlocks([c] * d) for c, d in zip(self.channels, self.depths)]
+    self.downsamples = [blocks.Downsample() if i >= n - self.num_down else None for i in range(n)]
+    self.final_blocks = blocks.ResBlocks([self.channels[-1]] * 2, attn=True)
+    self.lstm = blocks.LSTMCell(self.lstm_dim)
+    self.head_hidden = blocks.Dense(self.lstm_dim)
+    self.head_out = blocks.Dense(3 + 2, use_bias=False)
+
+  def features(self, state: jax.Array, action: jax.Array, next_state: jax.Array) -> jax.Array:
+    """state, next_state [N, H, W, C], action [N] int -> flat CNN features [N, F]."""
+    cond = self.act_emb(action)
+    x = self.conv_in(jnp.concatenate([state, next_state], axis=-1))
+    for stage, down in zip(self.stages, self.downsamples):
+      if down is not None:
+        x = down(x)
+      x, _ = stage(x, cond)
+    x, _ = self.final_blocks(x, cond)
+    return x.reshape(x.shape[0], -1)
+
+  def recur(self, lstm_state, feats: jax.Array):
+    """One LSTM step and the heads: feats [B, F] -> (lstm_state, reward_logits [B, 3], end_logits [B, 2])."""
+    lstm_state, h = self.lstm(lstm_state, feats)
+    logits = self.head_out(nn.silu(self.head_hidden(h)))
+    return lstm_state, logits[:, :3], logits[:, 3:]
+
+  def __call__(self, lstm_state, state, action, next_state):
+    """A single transition step (also used to initialise every parameter)."""
+    return self.recur(lstm_state, self.features(state, action, next_state))

@@ -1,0 +1,273 @@
+"""The training state and the scanned epoch.
+
+One `TrainState` pytree holds everything that changes during a run (params, optimiser states, replay, env
+handle, policy LSTM state, RNG key, counters). The phases of an epoch are top-level pure functions:
+
+  collect             `steps_per_epoch` env steps with the current policy (the env step inside the scan)
+  update_world_model  `n` updates of encoder + denoiser + reward/end (one joint loss, spec section 5)
+  update_actor_critic `n` actor-critic updates in imagination (spec section 6)
+
+and `run_epochs` scans whole epochs (collect, then the updates) so that a host call runs K epochs in one
+compiled program. The host loop (`jedi_jax.loop`) only calls these, logs and checkpoints.
+
+The schedule is DIAMOND's (`src/trainer.py`): an initial collection with the untrained policy (uniform
+logits = random) until the replay holds enough non-majority reward classes, then epochs of 100 env steps +
+400/400 updates (10k/5k in the first epoch), and 50 final update-only epochs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from jedi_jax import agent
+from jedi_jax import replay as replay_lib
+from jedi_jax import world_model
+
+PyTree = Any
+EnvStepFn = Callable[[PyTree, jax.Array], tuple[PyTree, Any]]
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a run carries from one epoch to the next. E = number of train envs."""
+  wm_params: PyTree
+  wm_opt_state: PyTree
+  ac_params: PyTree
+  ac_opt_state: PyTree
+  replay: replay_lib.ReplayState
+  env_state: PyTree            # envpool XLA handle (+ lives/return bookkeeping); never checkpointed
+  obs: jax.Array               # [E, 64, 64, 3] uint8, the frame the next action is taken on
+  is_first: jax.Array          # [E] bool, the next step starts a (training) episode: reset the policy LSTM
+  policy_state: PyTree         # actor-critic LSTM state for the E envs
+  key: jax.Array               # PRNG key, split at every use
+  env_steps: jax.Array         # int32, agent steps collected so far
+  epoch: jax.Array             # int32, completed epochs (0 during the initial collection)
+  wm_updates: jax.Array        # int32
+  ac_updates: jax.Array        # int32
+
+
+class CollectStats(NamedTuple):
+  """Summed over a collect phase; returns are raw game scores of finished (full) games."""
+  games_finished: jax.Array
+  games_return_sum: jax.Array
+  games_length_sum: jax.Array
+  reward_sum: jax.Array
+  life_losses: jax.Array
+
+
+def init_train_state(config, num_actions: int, key: jax.Array, env_state: PyTree, obs: jax.Array) -> TrainState:
+  """Fresh params, optimiser states and an empty replay. `obs`: [E, 64, 64, 3] uint8 from the env reset."""
+  k_wm, k_ac, k_run = jax.random.split(key, 3)
+  wm_params = world_model.init_world_model(config, num_actions, k_wm)
+  ac_params = agent.init_actor_critic(config, num_actions, k_ac)
+  num_envs = obs.shape[0]
+  return TrainState(
+      wm_params=wm_params,
+      wm_opt_state=world_model.world_model_optimizer(config).init(wm_params),
+      ac_params=ac_params,
+      ac_opt_state=agent.actor_critic_optimizer(config).init(ac_params),
+      replay=replay_lib.init_replay(num_envs, config.replay.capacity),
+      env_state=env_state,
+      obs=jnp.asarray(obs, jnp.uint8),
+      is_first=jnp.ones((num_envs,), bool),
+      policy_state=agent.ac_initial_state(config, num_envs),
+      key=k_run,
+      env_steps=jnp.zeros((), jnp.int32),
+      epoch=jnp.zeros((), jnp.int32),
+      wm_updates=jnp.zeros((), jnp.int32),
+      ac_updates=jnp.zeros((), jnp.int32),
+  )
+
+
+def _next_key(state: TrainState) -> tuple[TrainState, jax.Array]:
+  key, sub = jax.random.split(state.key)
+  return state.replace(key=key), sub
+
+
+# ----------------------------------------------------------------------------------------------
+# Collection: policy -> env step -> replay, one vector step at a time.
+# The three parts are separate functions so that many-seed training can vmap the first and last
+# around a single env step on the pooled envs (envpool's step cannot be vmapped).
+# ----------------------------------------------------------------------------------------------
+
+def choose_actions(state: TrainState, key: jax.Array, epsilon: float, config) -> tuple[TrainState, jax.Array]:
+  """Samples actions [E] for the current frames and advances the policy LSTM."""
+  policy_state, actions = agent.act(
+      state.ac_params, state.wm_params, state.policy_state, state.obs, state.is_first, key, epsilon, config)
+  return state.replace(policy_state=policy_state), actions
+
+
+def record_step(state: TrainState, actions: jax.Array, out) -> tuple[TrainState, CollectStats]:
+  """Writes the transition (frame before the action, action, reward, flags) and moves to the next frame.
+
+  `out` is the env's StepOutput. The auto-reset dummy transition (`out.is_reset`) is stored as an invalid
+  row: it is never sampled as a training step (envpool#194), but its frame is the final frame of the game.
+  """
+  replay = replay_lib.add(
+      state.replay, state.obs, actions, out.reward, out.terminated, out.truncated, ~out.is_reset)
+  game_done = (out.game_over | out.truncated) & ~out.is_reset
+  stats = CollectStats(
+      games_finished=game_done.sum().astype(jnp.int32),
+      games_return_sum=jnp.where(game_done, out.episode_return, 0.0).sum(),
+      games_length_sum=jnp.where(game_done, out.episode_length, 0).sum().astype(jnp.int32),
+      reward_sum=jnp.where(out.is_reset, 0.0, out.reward).sum(),
+      life_losses=(out.terminated & ~out.game_over & ~out.is_reset).sum().astype(jnp.int32),
+  )
+  state = state.replace(
+      replay=replay,
+      obs=out.obs,
+      is_first=out.terminated | out.truncated | out.is_reset,
+      env_steps=state.env_steps + actions.shape[0],
+  )
+  return state, stats
+
+
+def collect(state: TrainState, num_steps: int, epsilon: float, env_step: EnvStepFn, config
+            ) -> tuple[TrainState, CollectStats]:
+  """`num_steps` agent steps in total (num_steps / E vector steps) with the current policy, as a scan."""
+  num_envs = state.obs.shape[0]
+  if num_steps % num_envs:
+    raise ValueError(f"steps per collect ({num_steps}) must be a multiple of the number of envs ({num_envs})")
+
+  def one_step(state, _):
+    state, key = _next_key(state)
+    state, actions = choose_actions(state, key, epsilon, config)
+    env_state, out = env_step(state.env_state, actions)
+    return record_step(state.replace(env_state=env_state), actions, out)
+
+  state, stats = jax.lax.scan(one_step, state, None, length=num_steps // num_envs)
+  return state, jax.tree.map(jnp.sum, stats)
+
+
+# ----------------------------------------------------------------------------------------------
+# Updates
+# ----------------------------------------------------------------------------------------------
+
+def sample_world_model_batch(replay: replay_lib.ReplayState, key: jax.Array, batch_size: int, config) -> dict:
+  """The two segment batches of one world-model update (layout: docs/CONTRACTS.md)."""
+  k_dyn, k_rew = jax.random.split(key)
+  weights = tuple(config.replay.sample_weights)
+  return {
+      "dynamics": replay_lib.sample_segments(
+          replay, k_dyn, batch_size, config.wm.num_cond + config.wm.num_predictions,
+          weights=weights, pad_after_end=False),
+      "rew_end": replay_lib.sample_segments(
+          replay, k_rew, batch_size, config.ac.horizon + config.wm.num_cond,
+          weights=weights, pad_after_end=True),
+  }
+
+
+def sample_imagination_starts(replay: replay_lib.ReplayState, key: jax.Array, batch_size: int, config) -> dict:
+  """Real segments of `num_cond` steps that imagination starts from (burn-in context)."""
+  return replay_lib.sample_segments(
+      replay, key, batch_size, config.wm.num_cond,
+      weights=tuple(config.replay.sample_weights), pad_after_end=False)
+
+
+def world_model_grads(wm_params: PyTree, batch: dict, key: jax.Array, config) -> tuple[PyTree, dict]:
+  """Gradient of the world-model loss and its metrics. Split out so data parallelism can wrap it."""
+  (loss, metrics), grads = jax.value_and_grad(world_model.world_model_loss, has_aux=True)(
+      wm_params, batch, key, config)
+  return grads, dict(metrics, loss=loss)
+
+
+def actor_critic_grads(ac_params: PyTree, wm_params: PyTree, start: dict, key: jax.Array, config
+                       ) -> tuple[PyTree, dict]:
+  (loss, metrics), grads = jax.value_and_grad(agent.actor_critic_loss_fn, has_aux=True)(
+      ac_params, wm_params, start, key, config)
+  return grads, dict(metrics, loss=loss)
+
+
+def _apply(tx: optax.GradientTransformation, params, opt_state, grads):
+  updates, opt_state = tx.update(grads, opt_state, params)
+  metrics = {"grad_norm": optax.global_norm(grads)}
+  return optax.apply_updates(params, updates), opt_state, metrics
+
+
+def world_model_step(state: TrainState, config, batch_size: int | None = None,
+                     grads_fn: Callable = world_model_grads) -> tuple[TrainState, dict]:
+  """One world-model update: sample segments, gradient, AdamW step."""
+  batch_size = batch_size or config.optim.batch_size
+  state, key = _next_key(state)
+  k_batch, k_loss = jax.random.split(key)
+  batch = sample_world_model_batch(state.replay, k_batch, batch_size, config)
+  grads, metrics = grads_fn(state.wm_params, batch, k_loss, config)
+  params, opt_state, m = _apply(world_model.world_model_optimizer(config), state.wm_params, state.wm_opt_state, grads)
+  state = state.replace(wm_params=params, wm_opt_state=opt_state, wm_updates=state.wm_updates + 1)
+  return state, dict(metrics, **m)
+
+
+def actor_critic_step(state: TrainState, config, batch_size: int | None = None,
+                      grads_fn: Callable = actor_critic_grads) -> tuple[TrainState, dict]:
+  """One actor-critic update in imagination, starting from real replay segments."""
+  batch_size = batch_size or config.optim.batch_size
+  state, key = _next_key(state)
+  k_batch, k_loss = jax.random.split(key)
+  start = sample_imagination_starts(state.replay, k_batch, batch_size, config)
+  grads, metrics = grads_fn(state.ac_params, state.wm_params, start, k_loss, config)
+  params, opt_state, m = _apply(agent.actor_critic_optimizer(config), state.ac_params, state.ac_opt_state, grads)
+  state = state.replace(ac_params=params, ac_opt_state=opt_state, ac_updates=state.ac_updates + 1)
+  return state, dict(metrics, **m)
+
+
+def _scan_mean(step_fn: Callable, state: TrainState, num_updates: int) -> tuple[TrainState, dict]:
+  """Runs `num_updates` steps as a scan; returns the mean of each metric (empty dict when 0 updates)."""
+  if num_updates == 0:
+    return state, {}
+  state, metrics = jax.lax.scan(lambda s, _: step_fn(s), state, None, length=num_updates)
+  return state, jax.tree.map(jnp.mean, metrics)
+
+
+def update_world_model(state: TrainState, num_updates: int, config, **kw) -> tuple[TrainState, dict]:
+  return _scan_mean(lambda s: world_model_step(s, config, **kw), state, num_updates)
+
+
+def update_actor_critic(state: TrainState, num_updates: int, config, **kw) -> tuple[TrainState, dict]:
+  return _scan_mean(lambda s: actor_critic_step(s, config, **kw), state, num_updates)
+
+
+# ----------------------------------------------------------------------------------------------
+# Epochs
+# ----------------------------------------------------------------------------------------------
+
+def epoch_metrics(collect_stats: CollectStats | None, wm_metrics: dict, ac_metrics: dict) -> dict:
+  out = {f"wm/{k}": v for k, v in wm_metrics.items()}
+  out.update({f"ac/{k}": v for k, v in ac_metrics.items()})
+  if collect_stats is not None:
+    out.update({f"collect/{k}": v for k, v in collect_stats._asdict().items()})
+  return out
+
+
+def run_epoch(state: TrainState, config, env_step: EnvStepFn | None, *, first: bool = False,
+              wm_update: Callable = update_world_model, ac_update: Callable = update_actor_critic
+              ) -> tuple[TrainState, dict]:
+  """One epoch: collect (unless `env_step` is None: the final update-only epochs), then the updates."""
+  s = config.schedule
+  stats = None
+  if env_step is not None:
+    state, stats = collect(state, s.steps_per_epoch, config.ac.epsilon_collect, env_step, config)
+  state, wm_m = wm_update(state, s.wm_updates_first_epoch if first else s.wm_updates_per_epoch, config)
+  state, ac_m = ac_update(state, s.ac_updates_first_epoch if first else s.ac_updates_per_epoch, config)
+  state = state.replace(epoch=state.epoch + 1)
+  return state, epoch_metrics(stats, wm_m, ac_m)
+
+
+def run_epochs(state: TrainState, num_epochs: int, config, env_step: EnvStepFn | None, **kw
+               ) -> tuple[TrainState, dict]:
+  """`num_epochs` regular epochs as one scan; metrics are stacked per epoch ([K] leaves)."""
+  return jax.lax.scan(lambda s, _: run_epoch(s, config, env_step, **kw), state, None, length=num_epochs)
+
+
+def initial_collect_chunk(state: TrainState, config, env_step: EnvStepFn) -> tuple[TrainState, CollectStats]:
+  """One chunk (steps_per_epoch steps) of the initial collection, with the untrained policy."""
+  return collect(state, config.schedule.steps_per_epoch, config.ac.epsilon_collect, env_step, config)
+
+
+def minority_reward_count(replay: replay_lib.ReplayState) -> jax.Array:
+  """Transitions of the non-majority reward classes (DIAMOND's initial-collection stopping rule)."""
+  counts = replay.reward_counts
+  return counts.sum() - counts.max()

@@ -1,0 +1,382 @@
+"""The world model: JEDI's end-to-end latent objective (spec section 5) and the DIAMOND pixel baseline.
+
+`config.wm.kind` selects the model; both share this code, the blocks and the public API (docs/CONTRACTS.md):
+  * "jedi":    state = C(E_phi(frame)) in [-3, 3]^{8x8x16}; latent EDM denoiser; reward/end on latents.
+  * "diamond": state = the frame in [-1, 1]^{64x64x3} (no encoder); pixel U-Net denoiser with quantised
+               output; reward/end on pixels (DIAMOND's models).
+
+Params: {"encoder" (jedi only), "denoiser", "rew_end"}, each a Flax "params" tree.
+
+Batch layout: the world-model batch of CONTRACTS.md, {"dynamics": Segment, "rew_end": Segment}, where a
+Segment holds obs [B, T + 1, 64, 64, 3] uint8, act / rew / end / trunc / mask [B, T]. Frame k of a segment is
+real when step k or step k - 1 is (`segment_frame_mask`); padded frames normalise to 0 as DIAMOND pads.
+  * dynamics (T >= num_cond + num_predictions - 1): the last num_cond + num_predictions frames are used
+    (with T = num_cond + num_predictions the first step is spare). Prediction i conditions on frames
+    o+i .. o+i+num_cond-1 and actions o+i .. o+i+num_cond-1 (o = T + 1 - num_cond - num_predictions) and
+    predicts frame o+i+num_cond; its loss is masked by mask[:, o+i+num_cond-1], the step that produced it.
+  * rew_end (T = horizon + num_cond): step t is the transition (obs[t], act[t], obs[t+1]) with targets
+    sign(rew[t]) and end[t], masked by mask[t]; the LSTM runs over the T steps from a zero state.
+All frames of both segments go through the encoder in one call, once per loss evaluation (spec section 9).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jedi_jax import diffusion
+from jedi_jax.nets import blocks
+from jedi_jax.nets.denoiser import DenoiserNet
+from jedi_jax.nets.encoder import Encoder
+from jedi_jax.nets.reward_end import RewEndModel
+
+FRAME_SHAPE = (64, 64, 3)
+LATENT_CLAMP = 3.0   # C(z) = 3 tanh(z / 3) (paper)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shapes, frames, modules
+# ----------------------------------------------------------------------------------------------------------
+
+def state_shape(config) -> tuple:
+  """S: (8, 8, 16) for jedi at paper size, FRAME_SHAPE for the diamond pixel baseline."""
+  wm = config.wm
+  if wm.kind == "diamond":
+    return FRAME_SHAPE
+  if wm.kind != "jedi":
+    raise ValueError(f"unknown config.wm.kind {wm.kind!r}; valid: 'jedi', 'diamond'")
+  side = FRAME_SHAPE[0] // 2 ** sum(wm.encoder_down)
+  return (side, side, wm.encoder_channels[-1])
+
+
+def segment_frame_mask(mask: jax.Array) -> jax.Array:
+  """Per-frame validity of a segment: mask [B, T] -> [B, T + 1]; frame k is real if step k or k - 1 is."""
+  pad = jnp.zeros_like(mask[:, :1])
+  return jnp.concatenate([mask, pad], axis=1) | jnp.concatenate([pad, mask], axis=1)
+
+
+def normalize_frames(obs: jax.Array, frame_mask: jax.Array | None = None) -> jax.Array:
+  """uint8 [..., 64, 64, 3] -> float32 in [-1, 1]; frames where frame_mask [...] is False become 0."""
+  x = obs.astype(jnp.float32) / 255.0 * 2.0 - 1.0
+  if frame_mask is not None:
+    x = jnp.where(frame_mask[..., None, None, None], x, 0.0)
+  return x
+
+
+def clamp_latent(z: jax.Array) -> jax.Array:
+  """C(z) = 3 tanh(z / 3): a smooth clamp of latents to (-3, 3) (paper)."""
+  return LATENT_CLAMP * jnp.tanh(z / LATENT_CLAMP)
+
+
+def _encoder_net(config) -> Encoder:
+  wm = config.wm
+  return Encoder(tuple(wm.encoder_channels), tuple(wm.encoder_depths), tuple(wm.encoder_down))
+
+
+def _denoiser_net(config, num_actions: int) -> DenoiserNet:
+  wm = config.wm
+  if wm.kind == "diamond":
+    channels, depths, cond = wm.pixel_channels, wm.pixel_depths, wm.pixel_cond_channels
+  else:
+    channels, depths, cond = wm.denoiser_channels, wm.denoiser_depths, wm.denoiser_cond_channels
+  return DenoiserNet(out_channels=state_shape(config)[-1], channels=tuple(channels), depths=tuple(depths),
+                     cond_channels=cond, num_cond=wm.num_cond, num_actions=num_actions)
+
+
+def _rew_end_net(config, num_actions: int) -> RewEndModel:
+  wm = config.wm
+  # Downsample only down to 8x8 (DIAMOND: 64 -> 8 in 3 steps; latents: none). See nets/reward_end.py.
+  num_down = max(0, int(round(math.log2(state_shape(config)[0] / 8))))
+  return RewEndModel(channels=tuple(wm.rew_end_channels), depths=tuple(wm.rew_end_depths),
+                     cond_channels=wm.rew_end_cond_channels, lstm_dim=wm.rew_end_lstm_dim,
+                     num_actions=num_actions, num_down=num_down)
+
+
+def _num_actions(params) -> int:
+  return params["denoiser"]["act_emb"]["embedding"].shape[0]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Init and optimiser
+# ----------------------------------------------------------------------------------------------------------
+
+def init_world_model(config, num_actions: int, key: jax.Array) -> dict:
+  """Returns params {"encoder" (jedi only), "denoiser", "rew_end"}."""
+  k_enc, k_den, k_rew = jax.random.split(key, 3)
+  s = state_shape(config)
+  n = config.wm.num_cond
+  params = {}
+  if config.wm.kind == "jedi":
+    params["encoder"] = _encoder_net(config).init(k_enc, jnp.zeros((1,) + FRAME_SHAPE))["params"]
+  params["denoiser"] = _denoiser_net(config, num_actions).init(
+      k_den, jnp.zeros((1,) + s), jnp.zeros((1,)), jnp.zeros((1, n) + s), jnp.zeros((1, n), jnp.int32))["params"]
+  params["rew_end"] = _rew_end_net(config, num_actions).init(
+      k_rew, rew_end_initial_state(config, 1), jnp.zeros((1,) + s), jnp.zeros((1,), jnp.int32),
+      jnp.zeros((1,) + s))["params"]
+  return params
+
+
+def _weight_decay_mask(params):
+  """Decay only conv/linear/LSTM kernels: no decay on biases, norm params or embeddings (DIAMOND
+  configure_opt)."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
+
+
+def world_model_optimizer(config) -> optax.GradientTransformation:
+  """AdamW per parameter group, each with its own grad-norm clip (spec section 7).
+
+  Groups: "denoiser" (clip max_grad_norm_denoiser), "encoder" (lr x wm.encoder_lr_scale; the paper's 0.3
+  slows the encoder relative to the denoiser it feeds), "rew_end" (both clip max_grad_norm_other).
+  Learning rate: linear warm-up from 0 over optim.warmup_steps, then constant (DIAMOND get_lr_sched).
+  """
+  o = config.optim
+  warmup = optax.linear_schedule(0.0, o.lr, max(1, o.warmup_steps))
+
+  def group(max_norm: float, lr_scale: float) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.clip_by_global_norm(max_norm),
+        optax.adamw(lambda count: warmup(count) * lr_scale, eps=o.eps, weight_decay=o.weight_decay_wm,
+                    mask=_weight_decay_mask))
+
+  transforms = {
+      "encoder": group(o.max_grad_norm_other, config.wm.encoder_lr_scale),
+      "denoiser": group(o.max_grad_norm_denoiser, 1.0),
+      "rew_end": group(o.max_grad_norm_other, 1.0),
+  }
+  return optax.multi_transform(
+      transforms, lambda params: {k: jax.tree.map(lambda _, k=k: k, v) for k, v in params.items()})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Encoding, denoising, sampling
+# ----------------------------------------------------------------------------------------------------------
+
+def encode(params, obs: jax.Array, config, frame_mask: jax.Array | None = None) -> jax.Array:
+  """obs [..., 64, 64, 3] uint8 -> state [..., *S] (jedi: clamped latents; diamond: frames in [-1, 1]).
+
+  frame_mask [...] bool (optional): False frames are padding and enter as zeros, as in DIAMOND.
+  """
+  x = normalize_frames(obs, frame_mask)
+  if config.wm.kind == "diamond":
+    return x
+  lead = x.shape[:-3]
+  z = _encoder_net(config).apply({"params": params["encoder"]}, x.reshape((-1,) + FRAME_SHAPE))
+  if config.wm.latent_clamp:
+    z = clamp_latent(z)
+  return z.reshape(lead + z.shape[1:])
+
+
+def _finalize_denoised(d: jax.Array, config) -> jax.Array:
+  """Pixels: quantise (DIAMOND wrap_model_output); latents: clamp C(.) when wm.latent_clamp."""
+  if config.wm.kind == "diamond":
+    return diffusion.quantize_pixels(d)
+  return clamp_latent(d) if config.wm.latent_clamp else d
+
+
+def denoise(params, noisy: jax.Array, sigma: jax.Array, cond: jax.Array, cond_actions: jax.Array, config):
+  """The EDM denoiser D(x; sigma, cond, actions) = c_skip x + c_out F(c_in x, c_noise, cond / sigma_data, a).
+
+  Args:
+    noisy [B, *S], sigma [B], cond [B, num_cond, *S], cond_actions [B, num_cond] int.
+  Returns:
+    (F [B, *S] the raw network output, denoised [B, *S] quantised (pixels) or clamped (latents)).
+  """
+  wm = config.wm
+  c_in, c_out, c_skip, c_noise = diffusion.edm_scalings(sigma, wm.sigma_data, wm.sigma_offset_noise)
+  net = _denoiser_net(config, _num_actions(params))
+  # DIAMOND feeds the conditioning states divided by sigma_data, not scaled by c_in.
+  out = net.apply({"params": params["denoiser"]}, noisy * c_in[:, None, None, None], c_noise,
+                  cond / wm.sigma_data, cond_actions)
+  denoised = c_skip[:, None, None, None] * noisy + c_out[:, None, None, None] * out
+  return out, _finalize_denoised(denoised, config)
+
+
+def sample_next(params, cond: jax.Array, cond_actions: jax.Array, key: jax.Array, config) -> jax.Array:
+  """Samples the next state with config.sampler (Karras sigmas, Euler/Heun, unscaled initial noise).
+
+  cond [B, num_cond, *S], cond_actions [B, num_cond] int -> [B, *S].
+  """
+  s = config.sampler
+  b = cond.shape[0]
+  sigmas = diffusion.karras_sigmas(s.num_steps, s.sigma_min, s.sigma_max, s.rho)
+
+  def denoise_fn(x, sigma):
+    return denoise(params, x, jnp.full((b,), sigma), cond, cond_actions, config)[1]
+
+  return diffusion.sample(denoise_fn, key, (b,) + cond.shape[2:], sigmas, order=s.order, s_churn=s.s_churn,
+                          s_tmin=s.s_tmin, s_tmax=s.s_tmax, s_noise=s.s_noise)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reward / termination model
+# ----------------------------------------------------------------------------------------------------------
+
+def rew_end_initial_state(config, batch_size: int):
+  """Zero LSTM state (h, c), each [batch_size, wm.rew_end_lstm_dim]."""
+  return blocks.lstm_zero_state(batch_size, config.wm.rew_end_lstm_dim)
+
+
+def rew_end_step(params, lstm_state, state: jax.Array, action: jax.Array, next_state: jax.Array, config):
+  """One transition: state [B, *S], action [B], next_state [B, *S]
+  -> (lstm_state, reward_logits [B, 3] (classes sign -1, 0, 1), end_logits [B, 2])."""
+  net = _rew_end_net(config, _num_actions(params))
+  return net.apply({"params": params["rew_end"]}, lstm_state, state, action, next_state)
+
+
+def rew_end_sequence(params, lstm_state, states: jax.Array, actions: jax.Array, config):
+  """A sequence: states [B, T + 1, *S], actions [B, T] -> (lstm_state, reward_logits [B, T, 3],
+  end_logits [B, T, 2]). The CNN runs on all B*T transitions at once, the LSTM as a lax.scan over T."""
+  b, t = actions.shape
+  net = _rew_end_net(config, _num_actions(params))
+  variables = {"params": params["rew_end"]}
+  flat = lambda x: x.reshape((b * t,) + x.shape[2:])
+  feats = net.apply(variables, flat(states[:, :-1]), flat(actions), flat(states[:, 1:]), method="features")
+  feats = jnp.swapaxes(feats.reshape(b, t, -1), 0, 1)   # [T, B, F]
+
+  def step(carry, f):
+    carry, rew_logits, end_logits = net.apply(variables, carry, f, method="recur")
+    return carry, (rew_logits, end_logits)
+
+  lstm_state, (rew_logits, end_logits) = jax.lax.scan(step, lstm_state, feats)
+  return lstm_state, jnp.swapaxes(rew_logits, 0, 1), jnp.swapaxes(end_logits, 0, 1)
+
+
+def _masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  mask = mask.astype(ce.dtype)
+  return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def rew_end_loss(params, states: jax.Array, segment: dict, config):
+  """Cross-entropy on sign(reward) (3 classes) and end (2 classes), masked (DIAMOND rew_end_model).
+
+  states [B, T + 1, *S] (the segment's frames, encoded); segment: act, rew, end, mask [B, T].
+  Returns (loss_rew + loss_end, metrics).
+  """
+  act, mask = segment["act"], segment["mask"]
+  _, rew_logits, end_logits = rew_end_sequence(params, rew_end_initial_state(config, act.shape[0]), states,
+                                               act, config)
+  rew_target = (jnp.sign(segment["rew"]) + 1).astype(jnp.int32)
+  end_target = segment["end"].astype(jnp.int32)
+  loss_rew = _masked_cross_entropy(rew_logits, rew_target, mask)
+  loss_end = _masked_cross_entropy(end_logits, end_target, mask)
+  m = mask.astype(jnp.float32)
+  n = jnp.maximum(jnp.sum(m), 1.0)
+  metrics = {
+      "loss_rew": loss_rew,
+      "loss_end": loss_end,
+      "rew_accuracy": jnp.sum((jnp.argmax(rew_logits, -1) == rew_target) * m) / n,
+      "end_accuracy": jnp.sum((jnp.argmax(end_logits, -1) == end_target) * m) / n,
+  }
+  return loss_rew + loss_end, metrics
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Dynamics (denoising) loss and the total world-model loss
+# ----------------------------------------------------------------------------------------------------------
+
+def dynamics_loss(params, states: jax.Array, actions: jax.Array, target_mask: jax.Array, key: jax.Array,
+                  config):
+  """EDM denoising loss over num_predictions autoregressive predictions (spec section 5, DIAMOND
+  denoiser.forward).
+
+  Args:
+    params: world-model params (only "denoiser" is used).
+    states: [B, num_cond + P, *S] encoded frames, with gradient (conditioning keeps it).
+    actions: [B, num_cond + P - 1] int.
+    target_mask: [B, P] bool, True where prediction i's target is a real frame.
+    key: PRNG key.
+  Returns:
+    (mean over predictions of the masked MSE, metrics).
+
+  Targets are stop-gradient (wm.stop_gradient_target), so the encoder learns only through the conditioning
+  states. For prediction i >= 1 the newest conditioning state is, by one coin flip per batch
+  (p = wm.random_switch_prob, JEDI's random switching), the denoiser's own stop-gradient, clamped estimate
+  of the previous target, or the encoder's state. The pixel baseline always uses its own (quantised)
+  estimate, as DIAMOND does.
+  """
+  wm = config.wm
+  n, p = wm.num_cond, wm.num_predictions
+  b = states.shape[0]
+  chex_shape = (b, n + p) + state_shape(config)
+  assert states.shape == chex_shape, (states.shape, chex_shape)
+  k_switch, key = jax.random.split(key)
+  if wm.kind == "diamond":
+    use_own = jnp.asarray(True)
+  else:
+    use_own = jax.random.bernoulli(k_switch, wm.random_switch_prob)
+
+  window = states[:, :n]
+  losses = []
+  for i in range(p):
+    k_sigma, k_noise = jax.random.split(jax.random.fold_in(key, i))
+    clean = states[:, n + i]
+    if wm.stop_gradient_target:
+      clean = jax.lax.stop_gradient(clean)
+    sigma = diffusion.sample_training_sigma(k_sigma, b, wm.train_sigma_loc, wm.train_sigma_scale,
+                                            wm.train_sigma_min, wm.train_sigma_max)
+    noisy = diffusion.add_noise(k_noise, clean, sigma, wm.sigma_offset_noise)
+    out, denoised = denoise(params, noisy, sigma, window, actions[:, i:i + n], config)
+    _, c_out, c_skip, _ = diffusion.edm_scalings(sigma, wm.sigma_data, wm.sigma_offset_noise)
+    target = diffusion.denoising_target(clean, noisy, c_skip, c_out)
+    losses.append(diffusion.denoising_loss(out, target, target_mask[:, i]))
+    if i + 1 < p:
+      newest = jnp.where(use_own, jax.lax.stop_gradient(denoised), states[:, n + i])
+      window = jnp.concatenate([window[:, 1:], newest[:, None]], axis=1)
+
+  loss = sum(losses) / p
+  metrics = {"loss_denoising": loss, "own_prediction": use_own.astype(jnp.float32)}
+  for i, l in enumerate(losses):
+    metrics[f"loss_denoising_{i}"] = l
+  return loss, metrics
+
+
+def world_model_loss(params, batch: dict, key: jax.Array, config):
+  """Total loss = denoising loss + reward loss + end loss, gradients into the encoder from the
+  conditioning states and the reward/end model.
+
+  Args:
+    params: {"encoder" (jedi), "denoiser", "rew_end"}.
+    batch: {"dynamics": Segment, "rew_end": Segment} (CONTRACTS.md; layout in this module's docstring).
+    key: PRNG key.
+    config: frozen config (static under jit).
+  Returns:
+    (loss, metrics: dict of scalars: loss_total, loss_denoising, loss_denoising_{i}, loss_rew, loss_end,
+    own_prediction, rew_accuracy, end_accuracy, and for jedi latent_std / latent_abs_max).
+  """
+  wm = config.wm
+  n, p = wm.num_cond, wm.num_predictions
+  dyn, rew = batch["dynamics"], batch["rew_end"]
+  b, t_dyn = dyn["act"].shape
+  t_rew = rew["act"].shape[1]
+  offset = t_dyn + 1 - (n + p)
+  assert offset >= 0, f"dynamics segment of {t_dyn} steps is too short for {n} + {p}"
+
+  # Encode every frame of both segments in a single encoder call.
+  dyn_obs = dyn["obs"][:, offset:]
+  dyn_frame_mask = segment_frame_mask(dyn["mask"])[:, offset:]
+  rew_frame_mask = segment_frame_mask(rew["mask"])
+  obs = jnp.concatenate([dyn_obs.reshape((-1,) + FRAME_SHAPE), rew["obs"].reshape((-1,) + FRAME_SHAPE)])
+  frame_mask = jnp.concatenate([dyn_frame_mask.reshape(-1), rew_frame_mask.reshape(-1)])
+  states = encode(params, obs, config, frame_mask)
+  s = states.shape[1:]
+  dyn_states = states[:b * (n + p)].reshape((b, n + p) + s)
+  rew_states = states[b * (n + p):].reshape((b, t_rew + 1) + s)
+
+  k_dyn = jax.random.fold_in(key, 0)
+  loss_dyn, metrics = dynamics_loss(params, dyn_states, dyn["act"][:, offset:offset + n + p - 1],
+                                    dyn["mask"][:, offset + n - 1:], k_dyn, config)
+  loss_rew_end, rew_metrics = rew_end_loss(params, rew_states, rew, config)
+  loss = loss_dyn + loss_rew_end
+  metrics.update(rew_metrics)
+  metrics["loss_total"] = loss
+  if wm.kind == "jedi":
+    m = dyn_frame_mask.reshape(b, n + p, 1, 1, 1).astype(jnp.float32)
+    count = jnp.maximum(jnp.sum(m) * math.prod(s), 1.0)
+    mean = jnp.sum(dyn_states * m) / count
+    metrics["latent_std"] = jnp.sqrt(jnp.sum(jnp.square(dyn_states - mean) * m) / count)
+    metrics["latent_abs_max"] = jnp.max(jnp.abs(dyn_states))
+  return loss, metrics
