@@ -272,9 +272,10 @@ def render(table: Table, fmt: str, with_title: bool = True) -> str:
     for row in table.rows:
       line = []
       for cell, ci in zip(row, has_ci):
-        line.append(_fmt(cell.value, max(cell.digits, 4)) if not isinstance(cell.value, str) else cell.value)
+        digits = max(cell.digits, 4) if cell.digits else 0  # counts stay integers
+        line.append(_fmt(cell.value, digits))
         if ci:
-          line += [_fmt(x, 4) for x in cell.ci] if cell.ci else ["", ""]
+          line += [_fmt(x, digits) for x in cell.ci] if cell.ci else ["", ""]
       lines.append(line)
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(lines)

@@ -106,8 +106,13 @@ def _check_finite(metrics: dict, where: str) -> None:
     raise TrainingError(f"non-finite {', '.join(sorted(bad))} in {where}; stopping without saving this state")
 
 
-def train_and_evaluate(config, workdir: str, *, stop_after_epoch: int | None = None, log=print) -> dict | None:
-  """Runs (or resumes) a whole training run in `workdir`; returns the results dict (None if stopped early).
+def train_and_evaluate(config, workdir: str, *, log=print) -> dict:
+  """Runs (or resumes) a whole training run in `workdir` and returns its results dict."""
+  return run(config, workdir, log=log)[1]
+
+
+def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print):
+  """Runs (or resumes) a training run; returns (final TrainState, results), or None when stopped early.
 
   `stop_after_epoch` stops right after the checkpoint at that epoch (used to test exact resume).
   """
@@ -195,7 +200,7 @@ def train_and_evaluate(config, workdir: str, *, stop_after_epoch: int | None = N
   logger.write(int(state.epoch), {"test/return_mean": results["score"], "test/return_std": results["score_std"]})
   logger.close()
   log(f"final score ({len(returns)} test episodes): {results['score']:.2f} +- {results['score_std']:.2f}")
-  return results
+  return state, results
 
 
 def _num_actions(cfg) -> int:

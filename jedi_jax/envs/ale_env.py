@@ -120,6 +120,7 @@ class StochasticAleAtari(AtariBatchEnv):
     self._slot = np.zeros((self.num_envs,), np.int64)   # which of the two slots to write next
     self._ended = np.zeros((self.num_envs,), bool)    # game over or truncated at the last step
     self._steps = np.zeros((self.num_envs,), np.int64)  # agent steps in the current game
+    self.last_frame_skips = np.zeros((self.num_envs,), np.int64)  # [N] skips of the last step (0: reset)
 
   def _build(self, seed: int) -> None:
     """One ALE per env; env i is seeded with seed + i (emulator and frame-skip/no-op draws)."""
@@ -168,9 +169,11 @@ class StochasticAleAtari(AtariBatchEnv):
     for i in range(n):
       if self._ended[i]:  # auto-reset dummy: the action is ignored
         self._reset_one(i)
+        self.last_frame_skips[i] = 0
         continue
       ale, action = self._ales[i], self._action_set[int(actions[i])]
       skip = int(self._rngs[i].integers(STOCHASTIC_FRAME_SKIPS[0], STOCHASTIC_FRAME_SKIPS[1] + 1))
+      self.last_frame_skips[i] = skip
       total = 0
       for _ in range(skip):
         total += ale.act(action)

@@ -42,6 +42,9 @@ class AtariBatchEnv:
     self.game = protocol.check_game(game)
     if num_envs < 1:
       raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    if max_episode_steps < 1 or noop_max < 0:
+      raise ValueError(f"need max_episode_steps >= 1 and noop_max >= 0, got {max_episode_steps}, "
+                       f"{noop_max}")
     self.num_envs = int(num_envs)
     self.seed = int(seed)
     self.train = bool(train)

@@ -7,7 +7,8 @@ whereas DIAMOND's game simply continues (the flag is derived from `lives` in `pr
 
 Quirks handled here (measured on envpool 1.2.5): on a truncated step envpool's `terminated` is also
 True, so the real game over is read from `info["terminated"]`; observations are channels-first and
-are transposed to NHWC once, here; in synchronous mode (batch_size == num_envs) results come back in
+are transposed to NHWC once, here; `noop_max=0` crashes envpool's reset (segfault), so it is
+refused; in synchronous mode (batch_size == num_envs) results come back in
 env-id order.
 """
 
@@ -47,6 +48,8 @@ class EnvpoolAtari(AtariBatchEnv):
                max_episode_steps: int = 27_000, noop_max: int = 30):
     super().__init__(game, num_envs, seed, train=train, max_episode_steps=max_episode_steps,
                      noop_max=noop_max)
+    if self.noop_max < 1:  # envpool 1.2.5 segfaults in reset() with noop_max=0
+      raise ValueError(f"the envpool backend needs noop_max >= 1, got {noop_max}")
     self._options = envpool_options(self.max_episode_steps, self.noop_max)
     self._pool = None
     self._make_pool(self.seed)

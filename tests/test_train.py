@@ -1,0 +1,159 @@
+"""End-to-end tests of the training loop: entry point, exact resume, determinism, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jedi_jax import checkpoint as ckpt_lib
+from jedi_jax import loop
+from jedi_jax.logs import read_metrics
+
+from conftest import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMING_KEYS = ("perf/", "collect/env_steps_per_s")
+
+
+def _run_cli(*args, timeout=600):
+  env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _untimed(rows):
+  return [{k: v for k, v in r.items() if not k.startswith(TIMING_KEYS)} for r in rows]
+
+
+def _same_tree(a, b):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  """Seed 0, run straight through (the reference the other tests compare with)."""
+  workdir = str(tmp_path_factory.mktemp("straight"))
+  state, results = loop.run(tiny_config(), workdir, log=lambda *_: None)
+  return workdir, state, results
+
+
+@pytest.mark.slow
+def test_debug_preset_through_entry_point(tmp_path):
+  workdir = tmp_path / "debug"
+  overrides = [f"--config.{k}={v}" for k, v in {
+      "schedule.total_env_steps": 300, "schedule.initial_min_steps": 100, "schedule.initial_max_steps": 200,
+      "schedule.num_final_epochs": 1, "env.num_test_episodes": 2, "env.num_test_envs": 2,
+      "env.max_episode_steps": 200}.items()]
+  proc = _run_cli("--preset=debug", f"--workdir={workdir}", *overrides)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "final score" in proc.stdout
+  assert "GFLOP" in proc.stdout  # compiled-program costs printed once per program
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["game"] == "Breakout" and results["seed"] == 0 and results["num_test_episodes"] == 2
+  assert np.isfinite(results["score"])
+  assert json.loads((workdir / "scores_diamond_format.json").read_text()) == {"Breakout": [results["score"]]}
+  assert json.loads((workdir / "config.json").read_text())["preset"] == "debug"
+  rows = read_metrics(str(workdir))
+  losses = [r[k] for r in rows for k in r if k.endswith("loss")]
+  assert losses and np.all(np.isfinite(losses))
+  assert any(k.startswith("wm/") for k in rows[0]) and any(k.startswith("ac/") for k in rows[0])
+  assert os.listdir(workdir / "tb")
+
+
+def test_run_writes_results_and_counts(straight_run):
+  workdir, state, results = straight_run
+  config = tiny_config()
+  assert results["env_steps"] == config.schedule.total_env_steps
+  assert int(state.epoch) == results["epochs"] > config.schedule.num_final_epochs
+  assert len(results["episode_returns"]) == config.env.num_test_episodes
+  rows = read_metrics(workdir)
+  assert rows[-1]["test/return_mean"] == pytest.approx(results["score"])
+  assert all(np.isfinite(v) for r in rows for k, v in r.items() if k.endswith("loss"))
+
+
+def test_resume_is_exact_and_same_seed_is_deterministic(straight_run, tmp_path):
+  ref_dir, ref_state, ref_results = straight_run
+  workdir = str(tmp_path / "resumed")
+  config = tiny_config()
+  assert loop.run(config, workdir, stop_after_epoch=2, log=lambda *_: None) is None
+  assert ckpt_lib.Checkpointer(workdir).epochs() == [2]
+  state, results = loop.run(config, workdir, log=lambda *_: None)
+  assert _same_tree(state.wm_params, ref_state.wm_params)
+  assert _same_tree(state.ac_params, ref_state.ac_params)
+  assert _same_tree(state.replay, ref_state.replay)
+  assert np.array_equal(state.key, ref_state.key)
+  assert results["episode_returns"] == ref_results["episode_returns"]
+  assert _untimed(read_metrics(workdir)) == _untimed(read_metrics(ref_dir))
+
+
+def test_different_seed_differs(straight_run, tmp_path):
+  _, ref_state, _ = straight_run
+  config = tiny_config(seed=1)
+  config.schedule.num_final_epochs = 0
+  config.env.num_test_episodes = 1
+  state, _ = loop.run(config, str(tmp_path / "seed1"), log=lambda *_: None)
+  assert not _same_tree(state.wm_params, ref_state.wm_params)
+  assert not np.array_equal(np.asarray(state.replay.obs), np.asarray(ref_state.replay.obs))
+
+
+def _snapshot(path):
+  return sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in path.rglob("*"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset=debug", "--game=NotAGame"], "unknown game"),
+    (["--preset=debug", "--config.optim.batch_size=0"], "optim.batch_size"),
+    (["--preset=debug", "--config.wm.kind=vae"], "wm.kind"),
+    (["--preset=atari100k"], "--seed is required"),
+    (["--preset=debug", "--config.no_such_field=1"], "no_such_field"),
+])
+def test_bad_flags_fail_with_one_clear_line(tmp_path, args, message):
+  workdir = tmp_path / "w"
+  proc = _run_cli(*args, f"--workdir={workdir}", timeout=120)
+  assert proc.returncode != 0
+  assert message in proc.stderr, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  assert not workdir.exists()
+
+
+def test_mismatched_config_refuses_and_leaves_workdir_untouched(straight_run):
+  workdir, _, _ = straight_run
+  from pathlib import Path
+  before = _snapshot(Path(workdir))
+  proc = _run_cli("--preset=debug", f"--workdir={workdir}", "--config.optim.lr=0.5", timeout=120)
+  assert proc.returncode == 1
+  lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+  assert len(lines) == 1 and "different config" in lines[0], proc.stderr
+  assert _snapshot(Path(workdir)) == before
+
+
+def test_corrupt_latest_checkpoint_falls_back(tmp_path, capsys):
+  workdir = str(tmp_path / "corrupt")
+  config = tiny_config()
+  config.run.checkpoint_every = 1
+  config.schedule.epochs_per_call = 1
+  assert loop.run(config, workdir, stop_after_epoch=2, log=lambda *_: None) is None
+  checkpointer = ckpt_lib.Checkpointer(workdir)
+  assert checkpointer.epochs() == [1, 2]
+  # Damage every data file of the newest checkpoint.
+  newest = os.path.join(checkpointer.directory, "2")
+  damaged = 0
+  for root, _, files in os.walk(newest):
+    for name in files:
+      path = os.path.join(root, name)
+      if os.path.getsize(path) > 0:
+        with open(path, "r+b") as f:
+          f.write(b"\x00garbage" * 8)
+        damaged += 1
+  assert damaged
+  lines = []
+  state, results = loop.run(config, workdir, log=lines.append)
+  out = capsys.readouterr().out
+  assert "epoch 2 is unreadable" in out
+  assert any("resumed from the checkpoint at epoch 1" in l for l in lines)
+  assert np.isfinite(results["score"])
