@@ -83,6 +83,8 @@ def _load_run_dirs(root: pathlib.Path) -> tuple[dict[str, list[float]], list[str
     run = _read_json(path)
     if not isinstance(run, Mapping) or not {"game", "seed", "score"} <= run.keys():
       raise ResultsError(f"{path}: expected an object with keys game, seed, score")
+    if not isinstance(run["game"], str):
+      raise ResultsError(f"{path}: game must be a string, got {run['game']!r}")
     if not isinstance(run["seed"], int) or isinstance(run["seed"], bool):
       raise ResultsError(f"{path}: seed must be an integer, got {run['seed']!r}")
     score = run["score"]
@@ -99,8 +101,7 @@ def _load_run_dirs(root: pathlib.Path) -> tuple[dict[str, list[float]], list[str
   if len(hashes) > 1:
     counts = ", ".join(f"{h} ({n} runs)" for h, n in hashes.most_common())
     warnings.append(f"runs under {root} have mixed config hashes: {counts}")
-  scores = {game: [score for _, score in sorted(entries)]
-            for game, entries in runs.items()}
+  scores = {game: [score for _, score in sorted(entries)] for game, entries in runs.items()}
   return scores, warnings
 
 
@@ -189,12 +190,12 @@ def _fmt(x: float | str | None, digits: int) -> str:
     return "—"
   if isinstance(x, str):
     return x
-  return "nan" if not math.isfinite(x) else f"{x:.{digits}f}"
+  return "n/a" if not math.isfinite(x) else f"{x:.{digits}f}"
 
 
 def _best(values: Sequence[float | None], lower_is_better: bool = False) -> set[int]:
   finite = [(v, i) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
-  if not finite:
+  if len(finite) < 2:  # nothing to compare with
     return set()
   target = (min if lower_is_better else max)(v for v, _ in finite)
   return {i for v, i in finite if v == target}
@@ -346,8 +347,8 @@ def plot_hns_per_game(method: Method, path: str) -> None:
   ax.set_xticks(x, games, rotation=60, ha="right", fontsize=8)
   ax.set_ylabel("Human-normalised score")
   ax.set_title(f"{method.name}: per-game HNS (bars: mean over seeds, dots: seeds; dashed: human)")
-  ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color="tab:blue"), plt.Rectangle((0, 0), 1, 1, color="tab:orange")],
-            labels=["Agent-Optimal", "Human-Optimal"], loc="upper left", frameon=False)
+  patches = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("tab:blue", "tab:orange")]
+  ax.legend(patches, ["Agent-Optimal", "Human-Optimal"], loc="upper left", frameon=False)
   ax.spines[["top", "right"]].set_visible(False)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -441,7 +442,14 @@ def write_outputs(out: str, methods: Sequence[Method], tables: Sequence[Table], 
     paths.append(os.path.join(out, f"{table.name}.{EXTENSIONS[fmt]}"))
     with open(paths[-1], "w", encoding="utf-8") as f:
       f.write(render(table, fmt, with_title=fmt != "csv"))
-  summary = {m.name: {"aggregates": m.aggregates, "ci95": m.cis, "scores": m.scores} for m in methods}
+  def strict(x):  # NaN (an undefined aggregate) -> null, so summary.json is standard JSON
+    if isinstance(x, dict):
+      return {k: strict(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+      return [strict(v) for v in x]
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+  summary = {m.name: strict({"aggregates": m.aggregates, "ci95": m.cis, "scores": m.scores}) for m in methods}
   paths.append(os.path.join(out, "summary.json"))
   with open(paths[-1], "w", encoding="utf-8") as f:
     json.dump({"num_bootstrap": num_bootstrap, "seed": seed, "methods": summary}, f, indent=1)

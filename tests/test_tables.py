@@ -8,8 +8,6 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `experiments` is a top-level folder, not part of the installed package
-  sys.path.insert(0, str(ROOT))
 
 from experiments import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jedi_jax import metrics  # pylint: disable=g-import-not-at-top,wrong-import-position
