@@ -49,7 +49,7 @@ def atari100k() -> ml_collections.ConfigDict:
   c.wm.latent_clamp = True             # C(z) = 3 tanh(z / 3) (paper; ablated)
   # Latent denoiser D_theta (paper: 1-level U-Net, 160 channels, no downsampling).
   c.wm.denoiser_channels = (160,)
-  c.wm.denoiser_depths = (4,)
+  c.wm.denoiser_depths = (2,)             # 2: JEDI total ~13.5M with a ~2M actor-critic (world_model.py)
   c.wm.denoiser_cond_channels = 256
   # DIAMOND pixel denoiser (baseline; DIAMOND default.yaml).
   c.wm.pixel_channels = (64, 64, 64, 64)

@@ -45,8 +45,13 @@ def edm_scalings(sigma: jax.Array, sigma_data: float = 0.5, sigma_offset_noise: 
 def sample_training_sigma(key: jax.Array, batch_size: int, loc: float, scale: float,
                           sigma_min: float, sigma_max: float) -> jax.Array:
   """sigma = exp(N(loc, scale^2)) clipped (not resampled) to [sigma_min, sigma_max] (DIAMOND). Returns [B]."""
-  log_sigma = loc + scale * jax.random.normal(key, (batch_size,))
-  return jnp.clip(jnp.exp(log_sigma), sigma_min, sigma_max)
+  return training_sigma_from_normal(jax.random.normal(key, (batch_size,)), loc, scale, sigma_min, sigma_max)
+
+
+def training_sigma_from_normal(eps: jax.Array, loc: float, scale: float, sigma_min: float,
+                               sigma_max: float) -> jax.Array:
+  """`sample_training_sigma` given standard normals eps [B]."""
+  return jnp.clip(jnp.exp(loc + scale * eps), sigma_min, sigma_max)
 
 
 def add_noise(key: jax.Array, clean: jax.Array, sigma: jax.Array, sigma_offset_noise: float) -> jax.Array:
@@ -56,11 +61,20 @@ def add_noise(key: jax.Array, clean: jax.Array, sigma: jax.Array, sigma_offset_n
   spatial positions (DIAMOND denoiser.py apply_noise).
   """
   k_offset, k_noise = jax.random.split(key)
-  b, c = clean.shape[0], clean.shape[-1]
-  offset_shape = (b,) + (1,) * (clean.ndim - 2) + (c,)
-  offset = sigma_offset_noise * jax.random.normal(k_offset, offset_shape, clean.dtype)
-  noise = jax.random.normal(k_noise, clean.shape, clean.dtype)
-  return clean + offset + noise * _expand(sigma, clean.ndim)
+  offset_eps = jax.random.normal(k_offset, offset_noise_shape(clean.shape), clean.dtype)
+  noise_eps = jax.random.normal(k_noise, clean.shape, clean.dtype)
+  return add_noise_from_normals(clean, sigma, sigma_offset_noise, offset_eps, noise_eps)
+
+
+def offset_noise_shape(shape) -> tuple:
+  """[B, ..., C] -> [B, 1, ..., 1, C]: one offset per sample and channel."""
+  return (shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],)
+
+
+def add_noise_from_normals(clean: jax.Array, sigma: jax.Array, sigma_offset_noise: float,
+                           offset_eps: jax.Array, noise_eps: jax.Array) -> jax.Array:
+  """`add_noise` given standard normals offset_eps [B, 1, ..., 1, C] and noise_eps [B, ..., C]."""
+  return clean + sigma_offset_noise * offset_eps + noise_eps * _expand(sigma, clean.ndim)
 
 
 def denoising_target(clean: jax.Array, noisy: jax.Array, c_skip: jax.Array, c_out: jax.Array) -> jax.Array:

@@ -40,7 +40,7 @@ class WorldModelFns(NamedTuple):
 
   Injectable so tests can run a stub model. Hashable: pass it as a static argument of `jax.jit`.
   """
-  encode: Callable           # (params, obs_uint8 [..., 64, 64, 3], config) -> [..., *S]
+  encode: Callable           # (params, obs_uint8 [..., 64, 64, 3], config, frame_mask [...] | None) -> [..., *S]
   sample_next: Callable      # (params, cond [B, K, *S], cond_actions [B, K], key, config) -> [B, *S]
   rew_end_initial_state: Callable   # (config, batch_size) -> lstm_state
   rew_end_step: Callable     # (params, lstm_state, state [B, *S], action [B], next_state [B, *S], config)
@@ -89,25 +89,37 @@ class StartCondition(NamedTuple):
 def encode_start(wm_params, start: dict, config, wm: WorldModelFns) -> tuple[jax.Array, jax.Array]:
   """States [B, K, *S] and actions [B, K] of a start segment (obs [B, K + 1, 64, 64, 3] uint8, act, mask [B, K]).
 
-  Padded steps (mask False) get the zero state, DIAMOND's padding value (0 in [-1, 1] pixel space).
+  Padded frames enter the encoder as zeros in [-1, 1] (DIAMOND's padding), exactly as in world-model training.
   """
   k = config.wm.num_cond
   obs, act, mask = start["obs"], start["act"], start["mask"]
   assert obs.shape[1] >= k and act.shape[1] == k and mask.shape[1] == k, (obs.shape, act.shape, mask.shape)
-  states = sg(wm.encode(wm_params, obs[:, :k], config)).astype(jnp.float32)
-  mask = mask.reshape(mask.shape + (1,) * (states.ndim - 2))
-  return jnp.where(mask, states, 0.0), jnp.where(start["mask"], act, 0).astype(jnp.int32)
+  # Frame i is real when step i or step i - 1 is (world_model.segment_frame_mask).
+  frame_mask = mask | jnp.concatenate([jnp.zeros_like(mask[:, :1]), mask[:, :-1]], axis=1)
+  states = sg(wm.encode(wm_params, obs[:, :k], config, frame_mask)).astype(jnp.float32)
+  return states, jnp.where(mask, act, 0).astype(jnp.int32)
 
 
 def burn_in(wm_params, ac_params, cond: jax.Array, cond_actions: jax.Array, config,
             wm: WorldModelFns) -> StartCondition:
-  """Runs both LSTMs over the start segment (DIAMOND's burn-in after each reset). cond: [B, K, *S]."""
-  b, k = cond_actions.shape
-  rew_state = wm.rew_end_initial_state(config, b)
-  ac_state = ac_initial_state(config, b)
-  for i in range(k - 1):  # K is small (4): unrolled
-    rew_state, _, _ = wm.rew_end_step(wm_params, rew_state, cond[:, i], cond_actions[:, i], cond[:, i + 1], config)
-    ac_state, _, _ = ac_step(ac_params, ac_state, cond[:, i], config)
+  """Runs both LSTMs over the start segment (DIAMOND's burn-in after each reset). cond: [B, K, *S].
+
+  The reward/end LSTM sees the K - 1 transitions (z_k, a_k, z_{k+1}); the policy LSTM the states z_0..z_{K-2}
+  (z_{K-1} is the state the policy acts on first).
+  """
+  b = cond_actions.shape[0]
+
+  def step(carry, inputs):
+    rew_state, ac_state = carry
+    state, action, next_state = inputs
+    rew_state, _, _ = wm.rew_end_step(wm_params, rew_state, state, action, next_state, config)
+    ac_state, _, _ = ac_step(ac_params, ac_state, state, config)
+    return (rew_state, ac_state), None
+
+  time_major = lambda x: jnp.swapaxes(x, 0, 1)
+  inputs = (time_major(cond[:, :-1]), time_major(cond_actions[:, :-1]), time_major(cond[:, 1:]))
+  carry0 = (wm.rew_end_initial_state(config, b), ac_initial_state(config, b))
+  (rew_state, ac_state), _ = jax.lax.scan(step, carry0, inputs)
   return StartCondition(cond, cond_actions, sg(rew_state), sg(ac_state))
 
 

@@ -9,8 +9,9 @@ step - but belong to no episode (`episode_id = -1`) and are never sampled as ste
 
 Episodes. A *training* episode is a maximal run of valid rows of one env ended by a row with
 `end | trunc` (a life loss ends one too: spec section 2) or by an invalid row. Episodes are numbered
-by creation (their first row; envs of one step in index order) and kept in a table of M slots
-(slot = creation index % M; (env, first step, rows so far)).
+by creation, i.e. by their first row (envs of one step in index order; DIAMOND numbers them when they
+first reach its dataset, the same order with one env), and kept in a table of M slots (slot =
+creation index % M: env, first step, rows so far).
 
 Sampleable steps (the choices made for the ring). Step `a` of env `e` is sampleable iff it is a
 training step, row `a` is still present (`a >= t - C`) and its next frame, row `a + 1`, has been
@@ -30,8 +31,10 @@ Sampling (DIAMOND `data/batch_sampler.py`, applied to the live episodes in creat
   3. Window of T steps: `pad_after_end=False` (world-model segments): `stop = min(len, i + 1 + U{0..T-1})`,
      `start = stop - T` (padding only before the episode start); `pad_after_end=True` (reward/end
      segments): `start = i - U{0..T-1}`, `stop = start + T`.
-  Steps outside `[0, len)` are padding: zero obs/act/rew/end/trunc and `mask` False. Segments never mix
-  two episodes: the only frame taken outside the episode's steps is the next frame of its last step.
+  Steps outside `[0, len)` are padding: zero obs/act/rew/end/trunc and `mask` False; so are frames that
+  belong to no real step, except the frame after the last real step. Segments never mix two episodes:
+  the one row read beyond an episode is the frame after its last step, the env's next row (the next
+  episode's first frame after a life loss, the dummy row's final frame after a game over/truncation).
 """
 
 from __future__ import annotations
@@ -378,3 +381,21 @@ def sample_segments(state: ReplayState, key: jax.Array, batch_size: int, length:
       "trunc": steps(state.trunc),
       "mask": mask,
   }
+
+
+def truncate_open_episodes(state: ReplayState, next_obs: jax.Array) -> ReplayState:
+  """Ends every running episode as truncated, e.g. when the train envs are re-created.
+
+  The last row of each running episode gets `trunc=True`, and `next_obs` (the frame after that row's action)
+  is written as an invalid row, so the episode's final step keeps its true next frame.
+
+  Args:
+    state: the replay.
+    next_obs: [E, H, W, 3] uint8, the frame each env shows now.
+  """
+  last = (state.t - 1) % state.capacity
+  running = state.open_episode >= 0
+  state = state.replace(trunc=state.trunc.at[:, last].set(state.trunc[:, last] | running))
+  zeros = jnp.zeros((state.num_envs,), jnp.int32)
+  no = jnp.zeros((state.num_envs,), bool)
+  return add(state, next_obs, zeros, zeros.astype(jnp.float32), no, no, no)

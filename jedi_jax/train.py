@@ -269,5 +269,5 @@ def initial_collect_chunk(state: TrainState, config, env_step: EnvStepFn) -> tup
 
 def minority_reward_count(replay: replay_lib.ReplayState) -> jax.Array:
   """Transitions of the non-majority reward classes (DIAMOND's initial-collection stopping rule)."""
-  counts = replay.reward_counts
+  counts = replay.rew_counts
   return counts.sum() - counts.max()

@@ -21,10 +21,13 @@ All frames of both segments go through the encoder in one call, once per loss ev
 
 from __future__ import annotations
 
+import itertools
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
+import jax.scipy.stats
 import optax
 
 from jedi_jax import diffusion
@@ -301,24 +304,32 @@ def dynamics_loss(params, states: jax.Array, actions: jax.Array, target_mask: ja
   wm = config.wm
   n, p = wm.num_cond, wm.num_predictions
   b = states.shape[0]
-  chex_shape = (b, n + p) + state_shape(config)
-  assert states.shape == chex_shape, (states.shape, chex_shape)
-  k_switch, key = jax.random.split(key)
+  chex.assert_shape(states, (b, n + p) + state_shape(config))
+  chex.assert_shape(actions, (b, n + p - 1))
+  # All randomness of the loss comes from one normal draw, sliced: every separate jax.random call site
+  # costs seconds of XLA compile time on CPU (partitionable threefry), for no statistical difference.
+  s = states.shape[2:]
+  sizes = (1, p * b, p * b * s[-1], p * b * math.prod(s))
+  eps = jax.random.normal(key, (sum(sizes),))
+  switch_eps, sigma_eps, offset_eps, noise_eps = jnp.split(eps, list(itertools.accumulate(sizes))[:-1])
+  sigma_eps = sigma_eps.reshape(p, b)
+  offset_eps = offset_eps.reshape((p,) + diffusion.offset_noise_shape((b,) + s))
+  noise_eps = noise_eps.reshape((p, b) + s)
   if wm.kind == "diamond":
     use_own = jnp.asarray(True)
   else:
-    use_own = jax.random.bernoulli(k_switch, wm.random_switch_prob)
+    # One coin per batch: P(own) = random_switch_prob, from Phi(normal) ~ U(0, 1).
+    use_own = jax.scipy.stats.norm.cdf(switch_eps[0]) < wm.random_switch_prob
 
   window = states[:, :n]
   losses = []
   for i in range(p):
-    k_sigma, k_noise = jax.random.split(jax.random.fold_in(key, i))
     clean = states[:, n + i]
     if wm.stop_gradient_target:
       clean = jax.lax.stop_gradient(clean)
-    sigma = diffusion.sample_training_sigma(k_sigma, b, wm.train_sigma_loc, wm.train_sigma_scale,
-                                            wm.train_sigma_min, wm.train_sigma_max)
-    noisy = diffusion.add_noise(k_noise, clean, sigma, wm.sigma_offset_noise)
+    sigma = diffusion.training_sigma_from_normal(sigma_eps[i], wm.train_sigma_loc, wm.train_sigma_scale,
+                                                 wm.train_sigma_min, wm.train_sigma_max)
+    noisy = diffusion.add_noise_from_normals(clean, sigma, wm.sigma_offset_noise, offset_eps[i], noise_eps[i])
     out, denoised = denoise(params, noisy, sigma, window, actions[:, i:i + n], config)
     _, c_out, c_skip, _ = diffusion.edm_scalings(sigma, wm.sigma_data, wm.sigma_offset_noise)
     target = diffusion.denoising_target(clean, noisy, c_skip, c_out)

@@ -21,6 +21,7 @@ from jedi_jax.envs.protocol import EnvState, RawStep, StepOutput
 OBS_SHAPE = (64, 64, 3)  # one RGB frame, NHWC (spec section 2)
 
 StepFn = Callable[[EnvState, jax.Array], tuple[EnvState, StepOutput]]
+RawStepFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, RawStep]]  # (handle, actions)
 
 
 class AtariBatchEnv:
@@ -31,7 +32,7 @@ class AtariBatchEnv:
     num_envs: N.
     train: True for the training env (life loss = terminated), False for the test env.
     action_space: `gymnasium.spaces.Discrete` over the game's minimal action set.
-    single_observation_space: Box [64, 64, 3] uint8; `observation_space` is its batch [N, 64, 64, 3].
+    single_observation_space: Box [64, 64, 3] uint8; `observation_space`: its batch [N, 64, 64, 3].
     backend_config: the options passed to the backend (for inspection and tests).
   """
 
@@ -66,7 +67,7 @@ class AtariBatchEnv:
     """Steps all envs with actions [N] int32; returns numpy arrays of the exact `RawStep` dtypes."""
     raise NotImplementedError
 
-  def _backend_xla(self) -> tuple[jax.Array, Callable[[jax.Array, jax.Array], tuple[jax.Array, RawStep]]]:
+  def _backend_xla(self) -> tuple[jax.Array, RawStepFn]:
     """Returns (handle, raw_step(handle, actions) -> (handle, RawStep)) usable inside `jax.jit`."""
     raise ValueError(f"the {self.backend!r} backend has no XLA step{self._xla_hint()}; "
                      "use env.functional('host')")
@@ -95,7 +96,8 @@ class AtariBatchEnv:
     self._state = protocol.initial_state(None, obs, lives, xp=np)
     zeros = np.zeros((self.num_envs,), bool)
     info = {"lives": self._state.lives, "game_over": zeros, "is_reset": zeros.copy(),
-            "episode_return": self._state.episode_return, "episode_length": self._state.episode_length}
+            "episode_return": self._state.episode_return,
+            "episode_length": self._state.episode_length}
     return obs, info
 
   def step(self, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -145,13 +147,15 @@ class AtariBatchEnv:
       env_state (an `EnvState` of jax arrays) and `step_fn(env_state, actions [N] int32) ->
       (env_state, StepOutput)`.
     """
+    if path not in ("xla", "host"):
+      raise ValueError(f"unknown functional path {path!r}; valid: 'xla', 'host'")
+    if path == "xla" and type(self)._backend_xla is AtariBatchEnv._backend_xla:
+      AtariBatchEnv._backend_xla(self)  # raises the backend's "no XLA step" error
     obs, info = self.reset(seed)
     if path == "xla":
       handle, raw_step = self._backend_xla()
-    elif path == "host":
-      handle, raw_step = jnp.zeros((0,), jnp.uint8), self._host_raw_step()
     else:
-      raise ValueError(f"unknown functional path {path!r}; valid: 'xla', 'host'")
+      handle, raw_step = jnp.zeros((0,), jnp.uint8), self._host_raw_step()
     state = protocol.initial_state(handle, jnp.asarray(obs), jnp.asarray(info["lives"]), xp=jnp)
     train = self.train
     n = self.num_envs
@@ -164,7 +168,7 @@ class AtariBatchEnv:
 
     return state, step_fn
 
-  def _host_raw_step(self) -> Callable[[jax.Array, jax.Array], tuple[jax.Array, RawStep]]:
+  def _host_raw_step(self) -> RawStepFn:
     n = self.num_envs
     shapes = RawStep(obs=jax.ShapeDtypeStruct((n,) + OBS_SHAPE, jnp.uint8),
                      reward=jax.ShapeDtypeStruct((n,), jnp.float32),

@@ -81,8 +81,8 @@ class StepOutput(NamedTuple):
     truncated: [N] bool, the step cap was reached.
     lives: [N] int32.
     game_over: [N] bool, the real end of the game.
-    is_reset: [N] bool, this transition is the auto-reset dummy (its action was ignored): never train
-      on it.
+    is_reset: [N] bool, this transition is the auto-reset dummy (its action was ignored): never
+      train on it.
     episode_return: [N] float32, raw return of the current full game, this step included.
     episode_length: [N] int32, agent steps of the current full game, this step included.
   """
