@@ -87,8 +87,8 @@ class Phases:
 def start_segment(state: train.TrainState, config, segment: int, *, first: bool, log=print):
   """Truncates open episodes (unless this is the run's first segment) and attaches fresh train envs."""
   env = make_train_env(config, segment)
-  obs, _ = env.reset()
-  env_state, env_step = env.functional(config.env.step_path)
+  env_state, env_step = env.functional(config.env.step_path)  # resets the envs
+  obs = env_state.obs
   if not first:
     state = state.replace(replay=replay_lib.truncate_open_episodes(state.replay, state.obs))
   state = state.replace(
@@ -204,11 +204,9 @@ def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print)
 
 
 def _num_actions(cfg) -> int:
-  env = envs.make_env(cfg.game, 1, 0, train=True, backend=cfg.env.backend,
-                      stochastic_frameskip=cfg.env.stochastic_frameskip)
-  n = int(env.action_space.n)
-  env.close()
-  return n
+  with envs.make_env(cfg.game, 1, 0, train=True, backend=cfg.env.backend,
+                     stochastic_frameskip=cfg.env.stochastic_frameskip) as env:
+    return int(env.num_actions)
 
 
 def _summarise(metrics: dict, state, n: int, dt: float, cfg, first: bool) -> dict:
@@ -282,8 +280,8 @@ def evaluate(state: train.TrainState, config, num_episodes: int, chunk: int = 10
       config.game, n_envs, env_seed(config.seed, 0, offset=1), train=False, backend=config.env.backend,
       stochastic_frameskip=config.env.stochastic_frameskip, max_episode_steps=config.env.max_episode_steps,
       noop_max=config.env.noop_max)
-  obs, _ = env.reset()
   env_state, env_step = env.functional(config.env.step_path)
+  obs = env_state.obs
   run = jax.jit(functools.partial(_eval_chunk, env_step=env_step, num_steps=chunk, config=config))
   carry = (agent.ac_initial_state(config, n_envs), jnp.asarray(obs), jnp.ones((n_envs,), bool), env_state,
            jax.random.fold_in(state.key, 1_000_003))

@@ -90,8 +90,17 @@ def _imagine(wm_params, ac_params, start, key, config, wm):
   return imagination.imagine(wm_params, ac_params, start, key, config, wm)
 
 
-def _ac_params(config, wm=STUB_WM, seed=0, num_actions=NUM_ACTIONS):
-  return agent.init_actor_critic(config, num_actions, jax.random.key(seed), wm=wm)
+@functools.partial(jax.jit, static_argnums=(0, 1), static_argnames=("wm",))
+def _init_actor_critic(config, num_actions, key, wm=None):
+  return agent.init_actor_critic(config, num_actions, key, wm=wm)
+
+
+def init_ac_params(config, seed=0, num_actions=NUM_ACTIONS, wm=STUB_WM):
+  """Fresh (mutable) actor-critic params; jitted init (eager Flax init is slow on a busy CPU)."""
+  return jax.tree.map(lambda x: x, _init_actor_critic(config, num_actions, jax.random.key(seed), wm=wm))
+
+
+_ac_params = init_ac_params
 
 
 @pytest.mark.parametrize("batch_size,horizon", [(1, 3), (3, 7)])
@@ -179,8 +188,8 @@ def test_imagine_with_real_world_model(kind):
   world_model = pytest.importorskip("jedi_jax.world_model")
   config = tiny_config(horizon=3, kind=kind)
   num_actions = 4
-  wm_params = world_model.init_world_model(config, num_actions, jax.random.key(0))
-  ac_params = agent.init_actor_critic(config, num_actions, jax.random.key(1))
+  wm_params = jax.jit(world_model.init_world_model, static_argnums=(0, 1))(config, num_actions, jax.random.key(0))
+  ac_params = init_ac_params(config, seed=1, num_actions=num_actions, wm=None)
   start = make_start(jax.random.key(2), 2, num_actions=num_actions)
   s = tuple(world_model.state_shape(config))
   assert s == ((8, 8, 16) if kind == "jedi" else (64, 64, 3))
