@@ -138,9 +138,13 @@ def log_prob_and_entropy(logits: jax.Array, actions: jax.Array) -> tuple[jax.Arr
 
 def imagine(wm_params, ac_params, start: dict, key: jax.Array, config,
             wm: WorldModelFns | None = None) -> Trajectory:
-  """H = config.ac.horizon imagined steps from real segments `start` (T = num_cond; see `encode_start`).
+  """H = config.ac.horizon imagined steps from B real replay segments -> `Trajectory` (time-major).
 
-  Pure and deterministic in `key`. Jit with `config` (and `wm`) static.
+  start: a Segment of T = K = num_cond steps (replay `sample_segments(..., num_cond, pad_after_end=False)`):
+    obs [B, K + 1, 64, 64, 3] uint8 (frames 0..K-1 are used), act [B, K] int (act[:, K-1] is replaced by the
+    policy's first action), mask [B, K] bool (padding before the episode start).
+  wm: the world-model functions; `jedi_jax.world_model` when None.
+  Pure and deterministic in `key`; no gradient flows through it. Jit with `config` (and `wm`) static.
   """
   wm = wm or default_world_model()
   wm_params, ac_params = sg(wm_params), sg(ac_params)

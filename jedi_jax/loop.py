@@ -53,47 +53,60 @@ def make_train_env(config, segment: int):
 
 
 class Phases:
-  """The compiled programs of one env segment (they close over that segment's env step).
+  """The compiled programs of one env segment (they embed that segment's env step).
 
-  Programs are compiled ahead of time on first use and cached by (phase, epochs per call); the first
-  compile of each prints its FLOPs, memory and compile time.
+  Two programs: the initial-collection chunk and `run_epochs`, whose epoch count, env steps and update
+  counts are traced, so the first epoch, the regular epochs and the final update-only epochs all run the
+  same executable. Each is compiled ahead of time on first use; its FLOPs, memory and compile time are
+  printed then.
   """
 
-  def __init__(self, config, env_step: Callable | None, log=print):
-    self.config = config
+  def __init__(self, config, env_step: Callable, log=print):
     self.log = log
     self._fns = {
         "collect": functools.partial(train.initial_collect_chunk, config=config, env_step=env_step),
-        "first_epoch": functools.partial(train.run_epoch, config=config, env_step=env_step, first=True),
-        "epochs": lambda n: functools.partial(train.run_epochs, num_epochs=n, config=config, env_step=env_step),
-        "final_epochs": lambda n: functools.partial(train.run_epochs, num_epochs=n, config=config, env_step=None),
+        "epochs": functools.partial(train.run_epochs, config=config, env_step=env_step),
     }
     self._compiled = {}
-
-  def __call__(self, phase: str, state, num_epochs: int = 1):
-    key = (phase, num_epochs)
     self.last_compile_s = 0.0
-    if key not in self._compiled:
-      fn = self._fns[phase]
-      fn = fn(num_epochs) if phase in ("epochs", "final_epochs") else fn
+
+  def __call__(self, phase: str, *args):
+    self.last_compile_s = 0.0
+    if phase not in self._compiled:
       t0 = time.time()
-      compiled = jax.jit(fn, donate_argnums=0).lower(state).compile()
+      compiled = jax.jit(self._fns[phase], donate_argnums=0).lower(*args).compile()
       self.last_compile_s = time.time() - t0
-      self.log(describe_compiled(f"{phase}[{num_epochs}]", compiled, self.last_compile_s))
-      self._compiled[key] = compiled
-    return self._compiled[key](state)
+      self.log(describe_compiled(phase, compiled, self.last_compile_s))
+      self._compiled[phase] = compiled
+    return self._compiled[phase](*args)
 
 
 def start_segment(state: train.TrainState, config, segment: int, *, first: bool, log=print):
   """Truncates open episodes (unless this is the run's first segment) and attaches fresh train envs."""
   env = make_train_env(config, segment)
   env_state, env_step = env.functional(config.env.step_path)  # resets the envs
-  obs = env_state.obs
+  obs = jnp.copy(env_state.obs)  # a buffer of its own: the state is donated to the compiled calls
   if not first:
     state = state.replace(replay=replay_lib.truncate_open_episodes(state.replay, state.obs))
   state = state.replace(
       env_state=env_state, obs=jnp.asarray(obs), is_first=jnp.ones((obs.shape[0],), bool))
-  return env, state, Phases(config, env_step, log)
+  return env, _unalias(state), Phases(config, env_step, log)
+
+
+def _unalias(tree):
+  """Copies leaves that share a buffer with an earlier leaf (e.g. cached constants): the compiled calls
+  donate the state, and one buffer cannot be donated twice."""
+  seen = set()
+
+  def fix(x):
+    if not isinstance(x, jax.Array):
+      return x
+    ptr = x.unsafe_buffer_pointer() if x.is_fully_addressable and len(x.devices()) == 1 else id(x)
+    if ptr in seen:
+      return jnp.copy(x)
+    seen.add(ptr)
+    return x
+  return jax.tree.map(fix, tree)
 
 
 def _host(metrics) -> dict:
@@ -144,7 +157,7 @@ def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print)
   # 1. Initial collection.
   if num_epochs_collect < 0:
     while True:
-      state, stats = phases("collect", state)
+      state, _ = phases("collect", state)
       steps = int(state.env_steps)
       minority = int(train.minority_reward_count(state.replay))
       if steps >= s.initial_min_steps and (minority >= s.initial_reward_threshold or steps >= s.initial_max_steps):
@@ -159,22 +172,22 @@ def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print)
   while int(state.epoch) < total_epochs:
     epoch = int(state.epoch)
     collecting = epoch < num_epochs_collect
-    if epoch == 0:
-      phase, n = "first_epoch", 1
+    if epoch == 0:  # DIAMOND's first epoch: long update phases
+      plan = (1, s.steps_per_epoch, s.wm_updates_first_epoch, s.ac_updates_first_epoch)
     else:
       boundary = num_epochs_collect if collecting else total_epochs
       next_ckpt = (epoch // cfg.run.checkpoint_every + 1) * cfg.run.checkpoint_every
       n = min(s.epochs_per_call, boundary - epoch, next_ckpt - epoch)
-      phase = "epochs" if collecting else "final_epochs"
+      plan = (n, s.steps_per_epoch if collecting else 0, s.wm_updates_per_epoch, s.ac_updates_per_epoch)
     t0 = time.time()
-    state, metrics = phases(phase, state, n)
+    state, metrics = phases("epochs", state, train.make_plan(*plan))
     metrics = _host(metrics)
     dt = time.time() - t0 - phases.last_compile_s
-    _check_finite({k: v for k, v in metrics.items() if not k.startswith("collect/")}, f"epoch {epoch + n}")
-    row = _summarise(metrics, state, n, dt, cfg, epoch == 0)
+    _check_finite({k: v for k, v in metrics.items() if not k.startswith("collect/")}, f"epochs {epoch + 1}-{epoch + plan[0]}")
+    row = _summarise(metrics, state, plan, dt)
     logger.write(int(state.epoch), row)
     done = int(state.epoch)
-    log(_progress_line(row, done, total_epochs, dt / n * (total_epochs - done)))
+    log(_progress_line(row, done, total_epochs, dt / plan[0] * (total_epochs - done)))
     if done % cfg.run.checkpoint_every == 0 or done == total_epochs:
       checkpointer.save(done, state, extra)
       if stop_after_epoch is not None and done >= stop_after_epoch:
@@ -209,20 +222,21 @@ def _num_actions(cfg) -> int:
     return int(env.num_actions)
 
 
-def _summarise(metrics: dict, state, n: int, dt: float, cfg, first: bool) -> dict:
+def _summarise(metrics: dict, state, plan, dt: float) -> dict:
+  """One JSONL row per host call: mean losses, collection and speed figures."""
+  num_epochs, collect_steps, wm_updates, ac_updates = plan
   row = {k: float(np.mean(v)) for k, v in metrics.items() if not k.startswith("collect/")}
   c = {k[len("collect/"):]: float(np.sum(v)) for k, v in metrics.items() if k.startswith("collect/")}
-  if c:
+  if collect_steps:
     if c["games_finished"] > 0:
       row["collect/game_return"] = c["games_return_sum"] / c["games_finished"]
       row["collect/game_length"] = c["games_length_sum"] / c["games_finished"]
-    row["collect/reward_per_step"] = c["reward_sum"] / (n * cfg.schedule.steps_per_epoch)
-    row["collect/env_steps_per_s"] = n * cfg.schedule.steps_per_epoch / dt
-  s = cfg.schedule
-  wm_updates = s.wm_updates_first_epoch if first else s.wm_updates_per_epoch * n
-  ac_updates = s.ac_updates_first_epoch if first else s.ac_updates_per_epoch * n
-  row["perf/updates_per_s"] = (wm_updates + ac_updates) / dt
-  row["perf/seconds_per_epoch"] = dt / n
+    row["collect/games_finished"] = int(c["games_finished"])
+    row["collect/life_losses"] = int(c["life_losses"])
+    row["collect/reward_per_step"] = c["reward_sum"] / (num_epochs * collect_steps)
+    row["perf/env_steps_per_s"] = num_epochs * collect_steps / dt
+  row["perf/updates_per_s"] = num_epochs * (wm_updates + ac_updates) / dt
+  row["perf/seconds_per_epoch"] = dt / num_epochs
   row["env_steps"] = int(state.env_steps)
   row["wm_updates"] = int(state.wm_updates)
   row["ac_updates"] = int(state.ac_updates)

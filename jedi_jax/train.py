@@ -126,21 +126,25 @@ def record_step(state: TrainState, actions: jax.Array, out) -> tuple[TrainState,
   return state, stats
 
 
-def collect(state: TrainState, num_steps: int, epsilon: float, env_step: EnvStepFn, config
+def collect(state: TrainState, num_steps, epsilon: float, env_step: EnvStepFn, config
             ) -> tuple[TrainState, CollectStats]:
-  """`num_steps` agent steps in total (num_steps / E vector steps) with the current policy, as a scan."""
-  num_envs = state.obs.shape[0]
-  if num_steps % num_envs:
-    raise ValueError(f"steps per collect ({num_steps}) must be a multiple of the number of envs ({num_envs})")
+  """`num_steps` agent steps in total (num_steps / E vector steps) with the current policy.
 
-  def one_step(state, _):
+  `num_steps` may be traced (0 for update-only epochs): the loop is a `fori_loop` with a dynamic trip
+  count, so one compiled program serves every phase of the schedule.
+  """
+  num_envs = state.obs.shape[0]
+
+  def one_step(_, carry):
+    state, stats = carry
     state, key = _next_key(state)
     state, actions = choose_actions(state, key, epsilon, config)
     env_state, out = env_step(state.env_state, actions)
-    return record_step(state.replace(env_state=env_state), actions, out)
+    state, step_stats = record_step(state.replace(env_state=env_state), actions, out)
+    return state, jax.tree.map(jnp.add, stats, step_stats)
 
-  state, stats = jax.lax.scan(one_step, state, None, length=num_steps // num_envs)
-  return state, jax.tree.map(jnp.sum, stats)
+  zero = CollectStats(*(jnp.zeros((), d) for d in (jnp.int32, jnp.float32, jnp.int32, jnp.float32, jnp.int32)))
+  return jax.lax.fori_loop(0, num_steps // num_envs, one_step, (state, zero))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,57 +218,78 @@ def actor_critic_step(state: TrainState, config, batch_size: int | None = None,
   return state, dict(metrics, **m)
 
 
-def _scan_mean(step_fn: Callable, state: TrainState, num_updates: int) -> tuple[TrainState, dict]:
-  """Runs `num_updates` steps as a scan; returns the mean of each metric (empty dict when 0 updates)."""
-  if num_updates == 0:
-    return state, {}
-  state, metrics = jax.lax.scan(lambda s, _: step_fn(s), state, None, length=num_updates)
-  return state, jax.tree.map(jnp.mean, metrics)
+def _loop_mean(step_fn: Callable, state: TrainState, num_updates) -> tuple[TrainState, dict]:
+  """Runs `num_updates` (may be traced) steps; returns the mean of each metric (zeros when 0 updates)."""
+  shapes = jax.eval_shape(step_fn, state)[1]
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def body(_, carry):
+    state, sums = carry
+    state, metrics = step_fn(state)
+    return state, jax.tree.map(jnp.add, sums, metrics)
+
+  state, sums = jax.lax.fori_loop(0, num_updates, body, (state, zeros))
+  return state, jax.tree.map(lambda x: x / jnp.maximum(num_updates, 1), sums)
 
 
-def update_world_model(state: TrainState, num_updates: int, config, **kw) -> tuple[TrainState, dict]:
-  return _scan_mean(lambda s: world_model_step(s, config, **kw), state, num_updates)
+def update_world_model(state: TrainState, num_updates, config, **kw) -> tuple[TrainState, dict]:
+  return _loop_mean(lambda s: world_model_step(s, config, **kw), state, num_updates)
 
 
-def update_actor_critic(state: TrainState, num_updates: int, config, **kw) -> tuple[TrainState, dict]:
-  return _scan_mean(lambda s: actor_critic_step(s, config, **kw), state, num_updates)
+def update_actor_critic(state: TrainState, num_updates, config, **kw) -> tuple[TrainState, dict]:
+  return _loop_mean(lambda s: actor_critic_step(s, config, **kw), state, num_updates)
 
 
 # ----------------------------------------------------------------------------------------------
 # Epochs
 # ----------------------------------------------------------------------------------------------
 
-def epoch_metrics(collect_stats: CollectStats | None, wm_metrics: dict, ac_metrics: dict) -> dict:
-  out = {f"wm/{k}": v for k, v in wm_metrics.items()}
-  out.update({f"ac/{k}": v for k, v in ac_metrics.items()})
-  if collect_stats is not None:
-    out.update({f"collect/{k}": v for k, v in collect_stats._asdict().items()})
-  return out
+class EpochPlan(NamedTuple):
+  """What one call runs; traced int32 scalars, so the schedule's phases share one compiled program."""
+  num_epochs: jax.Array     # epochs in this call
+  collect_steps: jax.Array  # agent steps collected per epoch (0: the final update-only epochs)
+  wm_updates: jax.Array     # world-model updates per epoch
+  ac_updates: jax.Array     # actor-critic updates per epoch
 
 
-def run_epoch(state: TrainState, config, env_step: EnvStepFn | None, *, first: bool = False,
+def make_plan(num_epochs: int, collect_steps: int, wm_updates: int, ac_updates: int) -> EpochPlan:
+  return EpochPlan(*(jnp.asarray(x, jnp.int32) for x in (num_epochs, collect_steps, wm_updates, ac_updates)))
+
+
+def run_epoch(state: TrainState, plan: EpochPlan, config, env_step: EnvStepFn, *,
               wm_update: Callable = update_world_model, ac_update: Callable = update_actor_critic
               ) -> tuple[TrainState, dict]:
-  """One epoch: collect (unless `env_step` is None: the final update-only epochs), then the updates."""
-  s = config.schedule
-  stats = None
-  if env_step is not None:
-    state, stats = collect(state, s.steps_per_epoch, config.ac.epsilon_collect, env_step, config)
-  state, wm_m = wm_update(state, s.wm_updates_first_epoch if first else s.wm_updates_per_epoch, config)
-  state, ac_m = ac_update(state, s.ac_updates_first_epoch if first else s.ac_updates_per_epoch, config)
+  """One epoch: collect `plan.collect_steps` env steps, then the world-model and actor-critic updates."""
+  state, stats = collect(state, plan.collect_steps, config.ac.epsilon_collect, env_step, config)
+  state, wm_m = wm_update(state, plan.wm_updates, config)
+  state, ac_m = ac_update(state, plan.ac_updates, config)
   state = state.replace(epoch=state.epoch + 1)
-  return state, epoch_metrics(stats, wm_m, ac_m)
+  metrics = {f"wm/{k}": v for k, v in wm_m.items()}
+  metrics.update({f"ac/{k}": v for k, v in ac_m.items()})
+  metrics.update({f"collect/{k}": v for k, v in stats._asdict().items()})
+  return state, metrics
 
 
-def run_epochs(state: TrainState, num_epochs: int, config, env_step: EnvStepFn | None, **kw
+def run_epochs(state: TrainState, plan: EpochPlan, config, env_step: EnvStepFn, **kw
                ) -> tuple[TrainState, dict]:
-  """`num_epochs` regular epochs as one scan; metrics are stacked per epoch ([K] leaves)."""
-  return jax.lax.scan(lambda s, _: run_epoch(s, config, env_step, **kw), state, None, length=num_epochs)
+  """`plan.num_epochs` epochs in one compiled loop. Update metrics are averaged over the epochs and the
+  collection statistics summed (both per call)."""
+  def body(_, carry):
+    state, sums = carry
+    state, metrics = run_epoch(state, plan, config, env_step, **kw)
+    return state, jax.tree.map(jnp.add, sums, metrics)
+
+  shapes = jax.eval_shape(lambda s: run_epoch(s, plan, config, env_step, **kw), state)[1]
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  state, sums = jax.lax.fori_loop(0, plan.num_epochs, body, (state, zeros))
+  n = jnp.maximum(plan.num_epochs, 1)
+  return state, {k: v if k.startswith("collect/") else v / n for k, v in sums.items()}
 
 
-def initial_collect_chunk(state: TrainState, config, env_step: EnvStepFn) -> tuple[TrainState, CollectStats]:
+def initial_collect_chunk(state: TrainState, config, env_step: EnvStepFn) -> tuple[TrainState, dict]:
   """One chunk (steps_per_epoch steps) of the initial collection, with the untrained policy."""
-  return collect(state, config.schedule.steps_per_epoch, config.ac.epsilon_collect, env_step, config)
+  state, stats = collect(state, config.schedule.steps_per_epoch, config.ac.epsilon_collect, env_step, config)
+  return state, {f"collect/{k}": v for k, v in stats._asdict().items()}
 
 
 def minority_reward_count(replay: replay_lib.ReplayState) -> jax.Array:

@@ -21,6 +21,7 @@ All frames of both segments go through the encoder in one call, once per loss ev
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -92,7 +93,7 @@ def _denoiser_net(config, num_actions: int) -> DenoiserNet:
 def _rew_end_net(config, num_actions: int) -> RewEndModel:
   wm = config.wm
   # Downsample only down to 8x8 (DIAMOND: 64 -> 8 in 3 steps; latents: none). See nets/reward_end.py.
-  num_down = max(0, int(round(math.log2(state_shape(config)[0] / 8))))
+  num_down = min(max(0, int(round(math.log2(state_shape(config)[0] / 8)))), len(wm.rew_end_channels) - 1)
   return RewEndModel(channels=tuple(wm.rew_end_channels), depths=tuple(wm.rew_end_depths),
                      cond_channels=wm.rew_end_cond_channels, lstm_dim=wm.rew_end_lstm_dim,
                      num_actions=num_actions, num_down=num_down)
@@ -107,7 +108,22 @@ def _num_actions(params) -> int:
 # ----------------------------------------------------------------------------------------------------------
 
 def init_world_model(config, num_actions: int, key: jax.Array) -> dict:
-  """Returns params {"encoder" (jedi only), "denoiser", "rew_end"}."""
+  """Returns params {"encoder" (jedi only), "denoiser", "rew_end"}; deterministic given `key`."""
+  return _init_world_model(config, num_actions, _param_init_key(key))
+
+
+def _param_init_key(key: jax.Array) -> jax.Array:
+  """An "unsafe_rbg" key seeded by `key` (raw uint32 or typed), used only to draw initial parameters.
+
+  On CPU, threefry costs about a second of XLA compile time per distinct parameter shape (tens of seconds
+  per init); XLA's RngBitGenerator compiles in a fraction of that and is equally deterministic.
+  """
+  data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+  return jax.random.wrap_key_data(jnp.resize(data.astype(jnp.uint32).reshape(-1), (4,)), impl="unsafe_rbg")
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init_world_model(config, num_actions: int, key: jax.Array) -> dict:
   k_enc, k_den, k_rew = jax.random.split(key, 3)
   s = state_shape(config)
   n = config.wm.num_cond

@@ -117,6 +117,7 @@ def test_loss_terms_follow_diamond():
   np.testing.assert_allclose(loss, want_actions + want_values + want_entropy, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_policy_learns_the_rewarded_action():
   """Reward +1 only for REWARDED_ACTION (stub world model): a few hundred updates make the policy prefer it."""
   c = config_lib.debug()

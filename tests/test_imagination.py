@@ -100,13 +100,11 @@ def init_ac_params(config, seed=0, num_actions=NUM_ACTIONS, wm=STUB_WM):
   return jax.tree.map(lambda x: x, _init_actor_critic(config, num_actions, jax.random.key(seed), wm=wm))
 
 
-_ac_params = init_ac_params
-
 
 @pytest.mark.parametrize("batch_size,horizon", [(1, 3), (3, 7)])
 def test_imagine_shapes(batch_size, horizon):
   config = tiny_config(horizon)
-  traj = _imagine(stub_params(), _ac_params(config), make_start(jax.random.key(1), batch_size),
+  traj = _imagine(stub_params(), init_ac_params(config), make_start(jax.random.key(1), batch_size),
                   jax.random.key(2), config, STUB_WM)
   h, b = horizon, batch_size
   assert traj.states.shape == (h + 1, b, *STUB_SHAPE) and traj.states.dtype == jnp.float32
@@ -128,7 +126,7 @@ def test_imagine_shapes(batch_size, horizon):
 
 def test_imagine_is_deterministic_in_key():
   config = tiny_config(7)
-  wm_params, ac_params, start = stub_params(), _ac_params(config), make_start(jax.random.key(1), 3)
+  wm_params, ac_params, start = stub_params(), init_ac_params(config), make_start(jax.random.key(1), 3)
   a = _imagine(wm_params, ac_params, start, jax.random.key(7), config, STUB_WM)
   b = _imagine(wm_params, ac_params, start, jax.random.key(7), config, STUB_WM)
   c = _imagine(wm_params, ac_params, start, jax.random.key(8), config, STUB_WM)
@@ -141,7 +139,7 @@ def test_rewards_follow_the_model_and_ends_restart_from_the_start():
   config = tiny_config(7)
   wm_params = stub_params(end_logit=0.0)   # p(end) = 0.5: many restarts
   start = make_start(jax.random.key(1), 3)
-  traj = _imagine(wm_params, _ac_params(config), start, jax.random.key(3), config, STUB_WM)
+  traj = _imagine(wm_params, init_ac_params(config), start, jax.random.key(3), config, STUB_WM)
   np.testing.assert_array_equal(traj.rewards, np.where(traj.actions == REWARDED_ACTION, 1.0, 0.0))
   ends = np.asarray(traj.ends)
   assert 0 < ends.sum() < ends.size
@@ -157,7 +155,7 @@ def test_start_encoding_masks_padding_and_burns_in():
   np.testing.assert_array_equal(cond[0, 0], 0.0)
   np.testing.assert_allclose(cond[1], stub_encode(stub_params(), start["obs"][1, :4], config), atol=1e-6)
   # The trajectory's first state is the newest start state.
-  traj = _imagine(stub_params(), _ac_params(config), start, jax.random.key(2), config, STUB_WM)
+  traj = _imagine(stub_params(), init_ac_params(config), start, jax.random.key(2), config, STUB_WM)
   np.testing.assert_allclose(traj.states[0], cond[:, -1], atol=1e-6)
   # Burn-in moved the policy LSTM off zero.
   assert np.abs(np.asarray(traj.ac_state0[1])).sum() > 0
@@ -165,9 +163,8 @@ def test_start_encoding_masks_padding_and_burns_in():
 
 def test_policy_recomputation_matches_imagination():
   config = tiny_config(7)
-  ac_params = _ac_params(config)
+  ac_params = init_ac_params(config)
   # Non-zero heads so that logits and values depend on the LSTM state.
-  ac_params = jax.tree.map(lambda x: x, ac_params)
   keys = jax.random.split(jax.random.key(5), 2)
   ac_params["actor_linear"]["kernel"] = jax.random.normal(keys[0], ac_params["actor_linear"]["kernel"].shape)
   ac_params["critic_linear"]["kernel"] = jax.random.normal(keys[1], ac_params["critic_linear"]["kernel"].shape)
@@ -182,13 +179,17 @@ def test_policy_recomputation_matches_imagination():
 
 # --- With the real world model (debug config) -----------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["jedi", "diamond"])
 def test_imagine_with_real_world_model(kind):
   """imagine + loss on the real debug-size world model: shapes, and no gradient into the world model."""
   world_model = pytest.importorskip("jedi_jax.world_model")
   config = tiny_config(horizon=3, kind=kind)
   num_actions = 4
-  wm_params = jax.jit(world_model.init_world_model, static_argnums=(0, 1))(config, num_actions, jax.random.key(0))
+  # Random parameters of the right shapes: compiling the real init costs more than the test itself.
+  shapes = jax.eval_shape(functools.partial(world_model.init_world_model, config, num_actions), jax.random.key(0))
+  rng = np.random.default_rng(0)
+  wm_params = jax.tree.map(lambda x: jnp.asarray(0.1 * rng.standard_normal(x.shape), x.dtype), shapes)
   ac_params = init_ac_params(config, seed=1, num_actions=num_actions, wm=None)
   start = make_start(jax.random.key(2), 2, num_actions=num_actions)
   s = tuple(world_model.state_shape(config))

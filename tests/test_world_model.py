@@ -1,0 +1,429 @@
+"""Tests of jedi_jax/world_model.py: the public API, JEDI's gradient routing, the optimiser, overfitting.
+
+Tiny configs throughout; compiled functions are shared between tests through module-level caches because
+XLA compilation, not compute, dominates on a CPU.
+"""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jedi_jax import config as config_lib
+from jedi_jax import diffusion
+from jedi_jax import world_model as wm
+
+NUM_ACTIONS = 4
+ASSUMED_ACTOR_CRITIC_PARAMS = 2_000_000   # the latent actor-critic is written elsewhere; ~2M assumed
+
+
+def tiny_config(kind="jedi", optim=None, **wm_overrides):
+  """A frozen config with tiny networks; `optim` and keyword overrides patch config.optim and config.wm."""
+  c = config_lib.debug()
+  c.wm.kind = kind
+  c.wm.encoder_channels = (4, 4, 4, 8)
+  c.wm.encoder_depths = (1, 1, 1, 1)
+  c.wm.denoiser_channels = (16,)
+  c.wm.denoiser_depths = (1,)
+  c.wm.denoiser_cond_channels = 16
+  c.wm.pixel_channels = (4, 4)
+  c.wm.pixel_depths = (1, 1)
+  c.wm.pixel_cond_channels = 16
+  c.wm.rew_end_channels = (4, 4)
+  c.wm.rew_end_depths = (1, 1)
+  c.wm.rew_end_cond_channels = 8
+  c.wm.rew_end_lstm_dim = 8
+  for k, v in wm_overrides.items():
+    setattr(c.wm, k, v)
+  for k, v in (optim or {}).items():
+    setattr(c.optim, k, v)
+  return config_lib.freeze(c)
+
+
+def make_segment(rng, b, t, pad_before=0, pad_after=0):
+  """A Segment (CONTRACTS.md) with `pad_before` padded steps in row 0 and `pad_after` in row 1."""
+  mask = np.ones((b, t), bool)
+  mask[0, :pad_before] = False
+  if pad_after:
+    mask[1, t - pad_after:] = False
+  end = np.zeros((b, t), bool)
+  if pad_after:
+    end[1, t - pad_after - 1] = True
+  obs = rng.integers(0, 256, (b, t + 1, 64, 64, 3)).astype(np.uint8)
+  frame_mask = np.asarray(wm.segment_frame_mask(jnp.asarray(mask)))
+  obs[~frame_mask] = 0
+  rew = rng.integers(-1, 2, (b, t)).astype(np.float32) * mask
+  return {"obs": jnp.asarray(obs), "act": jnp.asarray(rng.integers(0, NUM_ACTIONS, (b, t)) * mask, jnp.int32),
+          "rew": jnp.asarray(rew), "end": jnp.asarray(end), "trunc": jnp.zeros((b, t), bool),
+          "mask": jnp.asarray(mask)}
+
+
+def make_batch(config, seed=0, b=2):
+  rng = np.random.default_rng(seed)
+  t_dyn = config.wm.num_cond + config.wm.num_predictions
+  return {"dynamics": make_segment(rng, b, t_dyn, pad_before=3),
+          "rew_end": make_segment(rng, b, 5, pad_before=2, pad_after=2)}
+
+
+def _norm(tree):
+  return float(optax.tree.norm(tree))
+
+
+def _move_zero_init(params):
+  """Makes DIAMOND's zero-initialised convs non-zero. At init the denoiser's output does not depend on its
+  conditioning (every ResBlock is an identity and the output conv is 0), so no gradient reaches the
+  conditioning states until the first update; tests of gradient routing start from a 'trained' state."""
+  return jax.tree_util.tree_map_with_path(
+      lambda p, v: jnp.full_like(v, 0.02) if "conv2" in str(p) or "conv_out" in str(p) else v, params)
+
+
+@functools.lru_cache(maxsize=None)
+def _weighted_loss_grad(config):
+  """jit of grad of w_dyn * loss_denoising + w_rew * (loss_rew + loss_end): one compile, any weights."""
+
+  def f(params, batch, key, weights):
+    _, m = wm.world_model_loss(params, batch, key, config)
+    return weights[0] * m["loss_denoising"] + weights[1] * (m["loss_rew"] + m["loss_end"]), m
+
+  return jax.jit(jax.grad(f, has_aux=True))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Sizes
+# ------------------------------------------------------------------------------------------------------
+
+def count_params(config, num_actions=18):
+  shapes = jax.eval_shape(lambda k: wm.init_world_model(config, num_actions, k), jax.random.PRNGKey(0))
+  return {k: sum(math.prod(x.shape) for x in jax.tree.leaves(v)) for k, v in shapes.items()}
+
+
+def test_param_counts_at_paper_size():
+  jedi = config_lib.freeze(config_lib.atari100k())
+  c = config_lib.atari100k()
+  c.wm.kind = "diamond"
+  diamond = config_lib.freeze(c)
+  jedi_counts, diamond_counts = count_params(jedi), count_params(diamond)
+  jedi_total = sum(jedi_counts.values()) + ASSUMED_ACTOR_CRITIC_PARAMS
+  print(f"\nJEDI world model (18 actions): {jedi_counts}; + actor-critic ~{ASSUMED_ACTOR_CRITIC_PARAMS:,} "
+        f"(assumed) = {jedi_total:,} (paper: 13.5M)")
+  print(f"DIAMOND world model (18 actions): {diamond_counts}; total w/o actor-critic "
+        f"{sum(diamond_counts.values()):,} (paper: ~13M with its pixel actor-critic)")
+  assert set(jedi_counts) == {"encoder", "denoiser", "rew_end"} and set(diamond_counts) == {"denoiser", "rew_end"}
+  assert abs(jedi_total - 13.5e6) < 1e6
+  assert 4.0e6 < diamond_counts["denoiser"] < 4.8e6   # DIAMOND's 64x64 U-Net is ~4.4M
+  assert wm.state_shape(jedi) == (8, 8, 16) and wm.state_shape(diamond) == (64, 64, 3)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Public API
+# ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["jedi", "diamond"])
+def test_api_shapes_sampling_and_rew_end(kind):
+  config = tiny_config(kind)
+  params = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0))
+  s = wm.state_shape(config)
+  assert set(params) == ({"encoder", "denoiser", "rew_end"} if kind == "jedi" else {"denoiser", "rew_end"})
+
+  obs = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 3, 64, 64, 3)), jnp.uint8)
+  encode = jax.jit(wm.encode, static_argnums=2)
+  states = encode(params, obs, config)
+  assert states.shape == (2, 3) + s
+  if kind == "jedi":
+    assert float(jnp.max(jnp.abs(states))) < 3.0
+  else:
+    np.testing.assert_allclose(np.asarray(states), np.asarray(obs) / 255 * 2 - 1, atol=1e-6)
+  # Padded frames enter as DIAMOND's zero padding.
+  frame_mask = jnp.asarray([[True, False, True], [False, True, True]])
+  masked = encode(params, obs, config, frame_mask)
+  zero_state = encode(params, jnp.full((1, 64, 64, 3), 255 / 2), config)
+  np.testing.assert_allclose(np.asarray(masked[0, 1]), np.asarray(zero_state[0]), atol=1e-5)
+
+  sample = jax.jit(wm.sample_next, static_argnums=4)
+  cond = jnp.concatenate([states, states[:, :1]], axis=1)
+  acts = jnp.asarray([[0, 1, 2, 3], [3, 2, 1, 0]], jnp.int32)
+  nxt = sample(params, cond, acts, jax.random.PRNGKey(1), config)
+  assert nxt.shape == (2,) + s and np.all(np.isfinite(np.asarray(nxt)))
+  np.testing.assert_array_equal(np.asarray(nxt), np.asarray(sample(params, cond, acts, jax.random.PRNGKey(1),
+                                                                   config)))
+  if kind == "diamond":   # quantised to 256 levels (the final Euler step to sigma = 0 returns D(x))
+    levels = (np.asarray(nxt) + 1) / 2 * 255
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
+  else:
+    assert float(jnp.max(jnp.abs(nxt))) <= 3.0
+
+  # rew_end_step carried step by step equals the scanned sequence version.
+  seq = jnp.stack([states[:, 0], states[:, 1], states[:, 2], nxt], axis=1)
+  act = acts[:, :3]
+  lstm = wm.rew_end_initial_state(config, 2)
+  _, rew_seq, end_seq = jax.jit(wm.rew_end_sequence, static_argnums=4)(params, lstm, seq, act, config)
+  assert rew_seq.shape == (2, 3, 3) and end_seq.shape == (2, 3, 2)
+  step = jax.jit(wm.rew_end_step, static_argnums=5)
+  for t in range(3):
+    lstm, rew_logits, end_logits = step(params, lstm, seq[:, t], act[:, t], seq[:, t + 1], config)
+    np.testing.assert_allclose(np.asarray(rew_logits), np.asarray(rew_seq[:, t]), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(end_logits), np.asarray(end_seq[:, t]), atol=1e-5)
+  assert lstm[0].shape == (2, config.wm.rew_end_lstm_dim)
+
+
+def test_jedi_loss_metrics_and_encoder_gradients():
+  config = tiny_config("jedi")
+  params = _move_zero_init(wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0)))
+  batch = make_batch(config)
+  grad_fn = _weighted_loss_grad(config)
+  key = jax.random.PRNGKey(2)
+
+  g_dyn, metrics = grad_fn(params, batch, key, jnp.asarray([1.0, 0.0]))
+  for name in ("loss_total", "loss_denoising", "loss_denoising_0", "loss_denoising_1", "loss_rew", "loss_end",
+               "own_prediction", "rew_accuracy", "end_accuracy", "latent_std"):
+    assert np.isfinite(float(metrics[name])) and np.ndim(metrics[name]) == 0, name
+  assert float(metrics["loss_total"]) == pytest.approx(
+      float(metrics["loss_denoising"] + metrics["loss_rew"] + metrics["loss_end"]), rel=1e-5)
+  # The denoising loss reaches the encoder (through the conditioning latents) and not the reward model.
+  assert _norm(g_dyn["encoder"]) > 0 and _norm(g_dyn["denoiser"]) > 0
+  assert _norm(g_dyn["rew_end"]) == 0
+  # The reward/end loss reaches the encoder too.
+  g_rew, _ = grad_fn(params, batch, key, jnp.asarray([0.0, 1.0]))
+  assert _norm(g_rew["encoder"]) > 0 and _norm(g_rew["rew_end"]) > 0
+  assert _norm(g_rew["denoiser"]) == 0
+
+
+def test_masked_steps_are_excluded_from_every_loss():
+  config = tiny_config("jedi")
+  params = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0))
+  batch = make_batch(config)
+  loss = lambda b: _weighted_loss_grad(config)(params, b, jax.random.PRNGKey(2), jnp.ones(2))[1]
+  base = loss(batch)
+  # Garbage in padded steps: frames, actions, rewards, end flags.
+  changed = jax.tree.map(lambda x: x, batch)
+  for name, seg in changed.items():
+    mask = np.asarray(seg["mask"])
+    frame_mask = np.asarray(wm.segment_frame_mask(seg["mask"]))
+    obs = np.asarray(seg["obs"]).copy()
+    obs[~frame_mask] = 77
+    seg["obs"] = jnp.asarray(obs)
+    seg["rew"] = jnp.where(mask, seg["rew"], 5.0)
+    seg["end"] = jnp.where(mask, seg["end"], True)
+  after = loss(changed)
+  for name in ("loss_denoising", "loss_rew", "loss_end"):
+    assert float(after[name]) == pytest.approx(float(base[name]), rel=1e-6), name
+
+
+# ------------------------------------------------------------------------------------------------------
+# Gradient routing of JEDI's objective (spec section 5), on given latents
+# ------------------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _state_grad_fn(config):
+  """jit(key -> (per-state gradient norms [num_cond + 2], own_prediction)) of dynamics_loss w.r.t. the
+  num_cond + 2 latents it is given."""
+  params = _move_zero_init(wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0)))
+  n = config.wm.num_cond
+  states = jax.random.normal(jax.random.PRNGKey(1), (2, n + 2) + wm.state_shape(config))
+  actions = jnp.asarray([[0, 1, 2, 3, 0], [1, 1, 2, 2, 3]], jnp.int32)
+
+  def grads(key):
+    loss = lambda s: wm.dynamics_loss(params, s, actions, jnp.ones((2, 2), bool), key, config)
+    g, metrics = jax.grad(loss, has_aux=True)(states)
+    return jnp.sqrt(jnp.sum(jnp.square(g), axis=(0, 2, 3, 4))), metrics["own_prediction"]
+
+  return jax.jit(grads)
+
+
+def _state_grads(config, own):
+  """Per-state gradient norms for a key whose random switch picks the own prediction iff `own`."""
+  fn = _state_grad_fn(config)
+  for i in range(50):
+    g, own_prediction = fn(jax.random.PRNGKey(i))
+    if bool(own_prediction) == own:
+      return np.asarray(g)
+  raise AssertionError("the random switch never chose " + ("own" if own else "encoder") + " in 50 draws")
+
+
+def test_target_is_stop_gradient_and_own_prediction_too():
+  n = 4
+  g = _state_grads(tiny_config("jedi", random_switch_prob=0.5), own=True)
+  assert np.all(g[:n] > 0)   # conditioning latents keep their gradient
+  assert g[n] == 0           # first target (stop-gradient), then own prediction (stop-gradient) in its place
+  assert g[n + 1] == 0       # second target: stop-gradient
+
+
+def test_encoder_latent_switch_keeps_conditioning_gradient():
+  n = 4
+  g = _state_grads(tiny_config("jedi", random_switch_prob=0.5), own=False)
+  assert np.all(g[:n + 1] > 0)   # frame n is the first target *and* the second prediction's conditioning
+  assert g[n + 1] == 0
+
+
+def test_without_stop_gradient_targets_receive_gradient():
+  n = 4
+  g = _state_grads(tiny_config("jedi", random_switch_prob=1.0, stop_gradient_target=False), own=True)
+  assert g[n] > 0 and g[n + 1] > 0
+
+
+def test_random_switch_is_one_coin_per_batch():
+  config = tiny_config("jedi", random_switch_prob=0.5)
+  params = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0))
+  states = jnp.zeros((2, 6) + wm.state_shape(config))
+  acts, mask = jnp.zeros((2, 5), jnp.int32), jnp.ones((2, 2), bool)
+  own = jax.jit(lambda k: wm.dynamics_loss(params, states, acts, mask, k, config)[1]["own_prediction"])
+  draws = np.asarray([float(own(jax.random.PRNGKey(i))) for i in range(40)])
+  assert set(draws) <= {0.0, 1.0} and 0.2 < draws.mean() < 0.8
+
+
+# ------------------------------------------------------------------------------------------------------
+# Optimiser (spec section 7)
+# ------------------------------------------------------------------------------------------------------
+
+def _optimizer_config(**optim):
+  return tiny_config("jedi", optim=optim)
+
+
+def _toy_params():
+  """A small tree with the world model's groups and every kind of leaf name the networks produce."""
+  leaf = lambda *shape: jnp.ones(shape)
+  module = lambda: {"conv": {"kernel": leaf(3, 3, 2, 4), "bias": leaf(4)}, "norm": {"scale": leaf(4), "bias": leaf(4)},
+                    "act_emb": {"embedding": leaf(5, 4)}}
+  return {"encoder": module(), "denoiser": module(), "rew_end": module()}
+
+
+def test_world_model_params_have_known_leaf_names():
+  params = wm.init_world_model(tiny_config("jedi"), NUM_ACTIONS, jax.random.PRNGKey(0))
+  names = {path[-1].key for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+  assert names == {"kernel", "bias", "scale", "embedding"}
+
+
+def test_optimizer_groups_lr_scale_and_warmup():
+  config = _optimizer_config(weight_decay_wm=0.0, warmup_steps=10, lr=1e-3)
+  params = _toy_params()
+  opt = wm.world_model_optimizer(config)
+  state = opt.init(params)
+  grads = jax.tree.map(lambda x: 0.01 * x, params)   # below every clipping threshold
+  update = jax.jit(opt.update)
+  deltas = []
+  for _ in range(3):
+    updates, state = update(grads, state, params)
+    deltas.append({k: float(jnp.mean(jnp.abs(jnp.concatenate([x.ravel() for x in jax.tree.leaves(v)]))))
+                   for k, v in updates.items()})
+  # Warm-up: lr 0 at the first update, then lr * step / warmup (DIAMOND get_lr_sched). Adam steps ~ lr.
+  assert all(v == 0 for v in deltas[0].values())
+  assert deltas[1]["denoiser"] == pytest.approx(1e-3 / 10, rel=1e-3)
+  assert deltas[2]["denoiser"] == pytest.approx(2e-3 / 10, rel=1e-3)
+  assert deltas[2]["rew_end"] == pytest.approx(2e-3 / 10, rel=1e-3)
+  # Encoder learning rate x 0.3 (paper).
+  assert deltas[2]["encoder"] == pytest.approx(0.3 * 2e-3 / 10, rel=1e-3)
+
+
+def test_optimizer_weight_decay_only_on_kernels():
+  config = _optimizer_config(warmup_steps=1, lr=1e-2)
+  params = _toy_params()
+  opt = wm.world_model_optimizer(config)
+  state = opt.init(params)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  update = jax.jit(opt.update)
+  for _ in range(2):
+    updates, state = update(zeros, state, params)
+  for path, u in jax.tree_util.tree_flatten_with_path(updates)[0]:
+    if path[-1].key == "kernel":   # decoupled decay: -lr * wd * p
+      np.testing.assert_allclose(np.asarray(u), -1e-2 * 1e-2 * (0.3 if path[0].key == "encoder" else 1.0),
+                                 rtol=1e-4)
+    else:
+      assert float(jnp.max(jnp.abs(u))) == 0, path
+
+
+def test_optimizer_clips_each_group_separately():
+  config = _optimizer_config()
+  params = _toy_params()
+  opt = wm.world_model_optimizer(config)
+  state = opt.init(params)
+  # Group norms ~10200 (clipped to 100), ~10.2 (clipped to 1), ~51 (not clipped at 100).
+  scales = {"encoder": 1000.0, "denoiser": 1.0, "rew_end": 5.0}
+  grads = {k: jax.tree.map(lambda x, s=s: s * x, v) for (k, v), s in zip(params.items(), scales.values())}
+  _, state = jax.jit(opt.update)(grads, state, params)
+  for group, max_norm in (("denoiser", 1.0), ("encoder", 100.0), ("rew_end", 100.0)):
+    mu = optax.tree_utils.tree_get(state.inner_states[group], "mu")   # (1 - b1) * clipped gradient
+    assert _norm(mu) == pytest.approx(0.1 * min(max_norm, _norm(grads[group])), rel=1e-4), group
+
+
+def test_fourier_features_are_not_trained():
+  config = tiny_config("jedi")
+  params = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0))
+  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  assert not any("noise_emb" in p for p in paths)
+  # Two different init keys give the same noise embedding: it is a constant, not a parameter.
+  other = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(9))
+  assert not np.allclose(params["denoiser"]["cond_proj_0"]["kernel"], other["denoiser"]["cond_proj_0"]["kernel"])
+
+
+# ------------------------------------------------------------------------------------------------------
+# Overfitting a fixed tiny batch
+# ------------------------------------------------------------------------------------------------------
+
+def _overfit(config, states, steps):
+  params = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0))
+  den = {"denoiser": params["denoiser"]}
+  opt = wm.world_model_optimizer(config)
+  opt_state = opt.init(den)
+  b = states.shape[0]
+  actions = jnp.asarray(np.random.default_rng(0).integers(0, NUM_ACTIONS, (b, 5)), jnp.int32)
+  key = jax.random.PRNGKey(5)   # fixed noise: a pure memorisation problem
+
+  def loss(p):
+    return wm.dynamics_loss(p, states, actions, jnp.ones((b, 2), bool), key, config)[0]
+
+  @jax.jit
+  def train(den, opt_state):
+    def step(carry, _):
+      den, opt_state = carry
+      value, grads = jax.value_and_grad(loss)(den)
+      updates, opt_state = opt.update(grads, opt_state, den)
+      return (optax.apply_updates(den, updates), opt_state), value
+    (den, opt_state), values = jax.lax.scan(step, (den, opt_state), None, length=steps)
+    return values, loss(den)
+
+  values, final = train(den, opt_state)
+  return float(values[0]), float(final)
+
+
+def _overfit_config(kind):
+  c = config_lib.debug()
+  c.wm.kind = kind
+  c.wm.denoiser_channels = (32,)
+  c.wm.denoiser_depths = (1,)
+  c.wm.denoiser_cond_channels = 16
+  c.wm.pixel_channels = (8, 8)
+  c.wm.pixel_depths = (1, 1)
+  c.wm.pixel_cond_channels = 16
+  c.optim.lr = 3e-3
+  c.optim.warmup_steps = 10
+  return config_lib.freeze(c)
+
+
+@pytest.mark.slow
+def test_latent_denoiser_overfits_fixed_batch():
+  config = _overfit_config("jedi")
+  # Latents that drift one cell right per step: the next one is predictable from the past ones.
+  base = 3 * jnp.tanh(jax.random.normal(jax.random.PRNGKey(0), (4,) + wm.state_shape(config)))
+  states = jnp.stack([jnp.roll(base, t, axis=2) for t in range(6)], axis=1)
+  first, final = _overfit(config, states, steps=300)
+  print(f"\nlatent denoiser: loss {first:.4f} -> {final:.4f}")
+  assert final < first / 10
+
+
+@pytest.mark.slow
+def test_pixel_denoiser_overfits_fixed_batch():
+  config = _overfit_config("diamond")
+  # A coloured square moving 4 pixels right per step on a grey background.
+  obs = np.full((2, 6, 64, 64, 3), 90, np.uint8)
+  for b, colour in enumerate(((250, 30, 30), (30, 250, 120))):
+    for t in range(6):
+      obs[b, t, 20 + 8 * b:36 + 8 * b, 8 + 4 * t:24 + 4 * t] = colour
+  obs = jnp.asarray(obs)
+  states = wm.encode({}, obs, config)
+  first, final = _overfit(config, states, steps=300)
+  print(f"\npixel denoiser: loss {first:.4f} -> {final:.4f}")
+  assert final < first / 10
