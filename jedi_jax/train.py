@@ -101,14 +101,23 @@ def choose_actions(state: TrainState, key: jax.Array, epsilon: float, config) ->
   return state.replace(policy_state=policy_state), actions
 
 
-def record_step(state: TrainState, actions: jax.Array, out) -> tuple[TrainState, CollectStats]:
-  """Writes the transition (frame before the action, action, reward, flags) and moves to the next frame.
+class Row(NamedTuple):
+  """One replay row per env: the frame before the action, the action and what it produced. [E, ...]"""
+  obs: jax.Array
+  act: jax.Array
+  rew: jax.Array
+  end: jax.Array
+  trunc: jax.Array
+  valid: jax.Array
 
-  `out` is the env's StepOutput. The auto-reset dummy transition (`out.is_reset`) is stored as an invalid
-  row: it is never sampled as a training step (envpool#194), but its frame is the final frame of the game.
+
+def transition(state: TrainState, actions: jax.Array, out) -> tuple[TrainState, Row, CollectStats]:
+  """Turns an env step into a replay row and moves the state to the next frame (replay untouched).
+
+  `out` is the env's StepOutput. The auto-reset dummy transition (`out.is_reset`) becomes an invalid
+  row: never sampled as a training step (envpool#194), but its frame is the final frame of the game.
   """
-  replay = replay_lib.add(
-      state.replay, state.obs, actions, out.reward, out.terminated, out.truncated, ~out.is_reset)
+  row = Row(state.obs, actions, out.reward, out.terminated, out.truncated, ~out.is_reset)
   game_done = (out.game_over | out.truncated) & ~out.is_reset
   stats = CollectStats(
       games_finished=game_done.sum().astype(jnp.int32),
@@ -118,12 +127,45 @@ def record_step(state: TrainState, actions: jax.Array, out) -> tuple[TrainState,
       life_losses=(out.terminated & ~out.game_over & ~out.is_reset).sum().astype(jnp.int32),
   )
   state = state.replace(
-      replay=replay,
       obs=out.obs,
       is_first=out.terminated | out.truncated | out.is_reset,
       env_steps=state.env_steps + actions.shape[0],
   )
-  return state, stats
+  return state, row, stats
+
+
+def add_row(replay: replay_lib.ReplayState, row: Row) -> replay_lib.ReplayState:
+  return replay_lib.add(replay, row.obs, row.act, row.rew, row.end, row.trunc, row.valid)
+
+
+def add_rows(replay: replay_lib.ReplayState, rows: Row) -> replay_lib.ReplayState:
+  """Appends time-major rows [T, E, ...] in order."""
+  return jax.lax.scan(lambda r, row: (add_row(r, row), None), replay, rows)[0]
+
+
+def record_step(state: TrainState, actions: jax.Array, out) -> tuple[TrainState, CollectStats]:
+  """`transition` plus writing the row into the replay."""
+  state, row, stats = transition(state, actions, out)
+  return state.replace(replay=add_row(state.replay, row)), stats
+
+
+def _zero_stats() -> CollectStats:
+  return CollectStats(*(jnp.zeros((), d) for d in (jnp.int32, jnp.float32, jnp.int32, jnp.float32, jnp.int32)))
+
+
+def collect_rows(state: TrainState, num_steps: int, epsilon: float, env_step: EnvStepFn, config
+                 ) -> tuple[TrainState, Row, CollectStats]:
+  """Like `collect` but returns the rows ([T, E, ...], T = num_steps / E, static) instead of writing them:
+  the data-parallel epoch collects on one device and appends the rows on the mesh."""
+  def one_step(state, _):
+    state, key = _next_key(state)
+    state, actions = choose_actions(state, key, epsilon, config)
+    env_state, out = env_step(state.env_state, actions)
+    state, row, stats = transition(state.replace(env_state=env_state), actions, out)
+    return state, (row, stats)
+
+  state, (rows, stats) = jax.lax.scan(one_step, state, None, length=num_steps // state.obs.shape[0])
+  return state, rows, jax.tree.map(jnp.sum, stats)
 
 
 def collect(state: TrainState, num_steps, epsilon: float, env_step: EnvStepFn, config
@@ -143,8 +185,7 @@ def collect(state: TrainState, num_steps, epsilon: float, env_step: EnvStepFn, c
     state, step_stats = record_step(state.replace(env_state=env_state), actions, out)
     return state, jax.tree.map(jnp.add, stats, step_stats)
 
-  zero = CollectStats(*(jnp.zeros((), d) for d in (jnp.int32, jnp.float32, jnp.int32, jnp.float32, jnp.int32)))
-  return jax.lax.fori_loop(0, num_steps // num_envs, one_step, (state, zero))
+  return jax.lax.fori_loop(0, num_steps // num_envs, one_step, (state, _zero_stats()))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,46 +214,55 @@ def sample_imagination_starts(replay: replay_lib.ReplayState, key: jax.Array, ba
 
 
 def world_model_grads(wm_params: PyTree, batch: dict, key: jax.Array, config) -> tuple[PyTree, dict]:
-  """Gradient of the world-model loss and its metrics. Split out so data parallelism can wrap it."""
+  """Gradient of the world-model loss and its metrics."""
   (loss, metrics), grads = jax.value_and_grad(world_model.world_model_loss, has_aux=True)(
       wm_params, batch, key, config)
   return grads, dict(metrics, loss=loss)
 
 
-def actor_critic_grads(ac_params: PyTree, wm_params: PyTree, start: dict, key: jax.Array, config
-                       ) -> tuple[PyTree, dict]:
+def world_model_local(wm_params: PyTree, replay: replay_lib.ReplayState, key: jax.Array, batch_size: int,
+                      config) -> tuple[PyTree, dict]:
+  """Samples a batch and returns the world-model gradient: the per-device unit of data parallelism."""
+  k_batch, k_loss = jax.random.split(key)
+  batch = sample_world_model_batch(replay, k_batch, batch_size, config)
+  return world_model_grads(wm_params, batch, k_loss, config)
+
+
+def actor_critic_local(ac_params: PyTree, wm_params: PyTree, replay: replay_lib.ReplayState, key: jax.Array,
+                       batch_size: int, config) -> tuple[PyTree, dict]:
+  """Samples start segments, imagines, and returns the actor-critic gradient (per-device unit)."""
+  k_batch, k_loss = jax.random.split(key)
+  start = sample_imagination_starts(replay, k_batch, batch_size, config)
   (loss, metrics), grads = jax.value_and_grad(agent.actor_critic_loss_fn, has_aux=True)(
-      ac_params, wm_params, start, key, config)
+      ac_params, wm_params, start, k_loss, config)
   return grads, dict(metrics, loss=loss)
 
 
 def _apply(tx: optax.GradientTransformation, params, opt_state, grads):
   updates, opt_state = tx.update(grads, opt_state, params)
-  metrics = {"grad_norm": optax.global_norm(grads)}
+  metrics = {"grad_norm": optax.tree.norm(grads)}
   return optax.apply_updates(params, updates), opt_state, metrics
 
 
-def world_model_step(state: TrainState, config, batch_size: int | None = None,
-                     grads_fn: Callable = world_model_grads) -> tuple[TrainState, dict]:
-  """One world-model update: sample segments, gradient, AdamW step."""
-  batch_size = batch_size or config.optim.batch_size
+def world_model_step(state: TrainState, config, local_fn: Callable = world_model_local
+                     ) -> tuple[TrainState, dict]:
+  """One world-model update: sample segments, gradient, AdamW step.
+
+  `local_fn(wm_params, replay, key, batch_size, config) -> (grads, metrics)`; the data-parallel version
+  (`jedi_jax.parallel`) shards it over devices.
+  """
   state, key = _next_key(state)
-  k_batch, k_loss = jax.random.split(key)
-  batch = sample_world_model_batch(state.replay, k_batch, batch_size, config)
-  grads, metrics = grads_fn(state.wm_params, batch, k_loss, config)
+  grads, metrics = local_fn(state.wm_params, state.replay, key, config.optim.batch_size, config)
   params, opt_state, m = _apply(world_model.world_model_optimizer(config), state.wm_params, state.wm_opt_state, grads)
   state = state.replace(wm_params=params, wm_opt_state=opt_state, wm_updates=state.wm_updates + 1)
   return state, dict(metrics, **m)
 
 
-def actor_critic_step(state: TrainState, config, batch_size: int | None = None,
-                      grads_fn: Callable = actor_critic_grads) -> tuple[TrainState, dict]:
+def actor_critic_step(state: TrainState, config, local_fn: Callable = actor_critic_local
+                      ) -> tuple[TrainState, dict]:
   """One actor-critic update in imagination, starting from real replay segments."""
-  batch_size = batch_size or config.optim.batch_size
   state, key = _next_key(state)
-  k_batch, k_loss = jax.random.split(key)
-  start = sample_imagination_starts(state.replay, k_batch, batch_size, config)
-  grads, metrics = grads_fn(state.ac_params, state.wm_params, start, k_loss, config)
+  grads, metrics = local_fn(state.ac_params, state.wm_params, state.replay, key, config.optim.batch_size, config)
   params, opt_state, m = _apply(agent.actor_critic_optimizer(config), state.ac_params, state.ac_opt_state, grads)
   state = state.replace(ac_params=params, ac_opt_state=opt_state, ac_updates=state.ac_updates + 1)
   return state, dict(metrics, **m)

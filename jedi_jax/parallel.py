@@ -1,0 +1,177 @@
+"""Data parallelism over a device mesh, multi-host start-up, and many seeds in one program.
+
+Data parallel: a 1-D `jax.sharding.Mesh` over all devices (axis "data"). Params, optimiser states and the
+replay are replicated; each device samples its own part of the global batch from its replay copy with the
+step key folded with its device index, computes its gradient, and the gradients are averaged. We use
+`jax.shard_map` (explicit per-device code) rather than jit with sharding annotations because the per-device
+sampling *is* the batch sharding: nothing needs to be partitioned by the compiler, and the collective is one
+visible mean.
+
+Trap (PLATFORM_NOTES.md): with shard_map's varying-axes checking on (the default), `jax.grad` of a
+device-local loss with respect to a replicated parameter already sums the gradient over devices (the
+transpose of the implicit `pvary` is a `psum`), so a further `pmean` is a no-op and the gradient is N x too
+large. We turn the checker off (`check_vma=False`: our scans carry zero-initialised LSTM states that it
+rejects), which makes the gradient device-local, and average it with one `pmean`;
+`tests/test_parallel.py` compares against a single-device computation and against the summed gradient.
+
+The env step never enters the mesh: envpool's XLA call inside `shard_map` or a partitioned jit steps every
+env once per device. A data-parallel epoch therefore runs as two calls: collect on device 0
+(`train.collect_rows`), then the sharded updates, which first append the rows to the replicated replay.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jedi_jax import train
+
+AXIS = "data"
+
+
+def initialize_multihost() -> None:
+  """`jax.distributed.initialize()` (TPU VM / SLURM / GPU cluster auto-detection); call before any other JAX
+  call. Each process then runs its own envs; process 0 writes metrics and checkpoints."""
+  jax.distributed.initialize()
+
+
+def is_main_process() -> bool:
+  return jax.process_index() == 0
+
+
+def make_mesh(num_devices: int = 0) -> Mesh:
+  """A 1-D mesh over the first `num_devices` devices (0: all, across every host)."""
+  devices = jax.devices()
+  if num_devices:
+    if num_devices > len(devices):
+      raise ValueError(f"parallel.num_devices={num_devices} but only {len(devices)} devices are visible")
+    devices = devices[:num_devices]
+  return Mesh(np.array(devices), (AXIS,))
+
+
+def per_device_batch(global_batch: int, mesh: Mesh) -> int:
+  n = mesh.devices.size
+  if global_batch % n:
+    raise ValueError(f"optim.batch_size={global_batch} (the global batch) must be a multiple of the "
+                     f"{n} devices of the mesh")
+  return global_batch // n
+
+
+def replicate(tree, mesh: Mesh):
+  """Puts every leaf on every device of the mesh."""
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def shard_local_grads(local_fn: Callable, mesh: Mesh, num_params_args: int) -> Callable:
+  """Wraps a per-device gradient function for the mesh.
+
+  `local_fn(*params_args, replay, key, batch_size, config) -> (grads, metrics)` computes the gradient of
+  the mean loss over `batch_size` examples. The wrapper has the same signature with `batch_size` the
+  *global* batch: each device runs `local_fn` on `batch_size / num_devices` examples with key
+  `fold_in(key, device_index)`; grads and metrics are averaged over devices and come back replicated.
+  """
+  def wrapped(*args):
+    *replicated, key, batch_size, config = args
+    local_batch = per_device_batch(batch_size, mesh)
+
+    def per_device(replicated, key):
+      key = jax.random.fold_in(key, jax.lax.axis_index(AXIS))
+      grads, metrics = local_fn(*replicated, key, local_batch, config)
+      return jax.lax.pmean((grads, metrics), AXIS)
+
+    # check_vma=False: the library's scans start from unvarying zero carries (LSTM states) that become
+    # device-varying, which the varying-axes checker rejects. Without it, the gradient of a replicated
+    # param is the device-local one, and the explicit pmean averages it (tests/test_parallel.py).
+    return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P()), out_specs=(P(), P()),
+                         check_vma=False)(tuple(replicated), key)
+
+  del num_params_args
+  return wrapped
+
+
+def reference_local_grads(local_fn: Callable, num_shards: int) -> Callable:
+  """Single-device reference of `shard_local_grads` (a Python loop over shards): used by the tests."""
+  def wrapped(*args):
+    *replicated, key, batch_size, config = args
+    outs = [local_fn(*replicated, jax.random.fold_in(key, i), batch_size // num_shards, config)
+            for i in range(num_shards)]
+    return jax.tree.map(lambda *xs: sum(xs) / num_shards, *outs)
+  return wrapped
+
+
+# ------------------------------------------------------------------------------------------------
+# The data-parallel epoch: collect on device 0, update on the mesh.
+# ------------------------------------------------------------------------------------------------
+
+def dp_update_epochs(state: train.TrainState, rows: train.Row, plan: train.EpochPlan, config, mesh: Mesh
+                     ) -> tuple[train.TrainState, dict]:
+  """Appends the collected rows to the (replicated) replay, then one epoch's updates on the mesh."""
+  state = state.replace(replay=train.add_rows(state.replay, rows))
+  wm_local = shard_local_grads(train.world_model_local, mesh, 1)
+  ac_local = shard_local_grads(train.actor_critic_local, mesh, 2)
+  state, wm_m = train.update_world_model(state, plan.wm_updates, config, local_fn=wm_local)
+  state, ac_m = train.update_actor_critic(state, plan.ac_updates, config, local_fn=ac_local)
+  state = state.replace(epoch=state.epoch + 1)
+  metrics = {f"wm/{k}": v for k, v in wm_m.items()}
+  metrics.update({f"ac/{k}": v for k, v in ac_m.items()})
+  return state, metrics
+
+
+class DataParallelEpoch:
+  """Host-side driver of data-parallel epochs: a single-device collect program and a mesh update program.
+
+  `state` lives replicated on the mesh without its env handle; the collect program gets device-0 copies of
+  what acting needs and returns the rows, which move to the mesh.
+  """
+
+  def __init__(self, config, mesh: Mesh, env_step: Callable):
+    self.config = config
+    self.mesh = mesh
+    self.device0 = mesh.devices.flat[0]
+    steps = config.schedule.steps_per_epoch
+
+    def collect(small_state):
+      return train.collect_rows(small_state, steps, config.ac.epsilon_collect, env_step, config)
+
+    self._collect = jax.jit(collect)
+    self._update = jax.jit(functools.partial(dp_update_epochs, config=config, mesh=mesh), donate_argnums=0)
+
+  def __call__(self, state: train.TrainState, env_state, plan: train.EpochPlan, collect: bool):
+    """Runs one epoch; returns (state, env_state, metrics, seconds in collect, seconds in update)."""
+    import time
+    t0 = time.time()
+    rows, stats = None, train._zero_stats()
+    if collect:
+      small = jax.device_put(
+          state.replace(replay=None, wm_opt_state=None, ac_opt_state=None), self.device0)
+      small = small.replace(env_state=env_state)
+      small, rows, stats = self._collect(small)
+      env_state = small.env_state
+      state = state.replace(
+          obs=replicate(small.obs, self.mesh), is_first=replicate(small.is_first, self.mesh),
+          policy_state=replicate(small.policy_state, self.mesh), key=replicate(small.key, self.mesh),
+          env_steps=replicate(small.env_steps, self.mesh))
+      rows = replicate(rows, self.mesh)
+      jax.block_until_ready(rows)
+    else:
+      e = state.obs.shape[0]
+      rows = replicate(jax.tree.map(lambda x: jnp.zeros((0,) + x.shape[1:], x.dtype),
+                                    _empty_rows(e)), self.mesh)
+    t1 = time.time()
+    state, metrics = self._update(state, rows, plan)
+    jax.block_until_ready(state.wm_params)
+    t2 = time.time()
+    metrics.update({f"collect/{k}": v for k, v in stats._asdict().items()})
+    return state, env_state, metrics, t1 - t0, t2 - t1
+
+
+def _empty_rows(num_envs: int) -> train.Row:
+  return train.Row(
+      obs=jnp.zeros((1, num_envs, 64, 64, 3), jnp.uint8), act=jnp.zeros((1, num_envs), jnp.int32),
+      rew=jnp.zeros((1, num_envs), jnp.float32), end=jnp.zeros((1, num_envs), bool),
+      trunc=jnp.zeros((1, num_envs), bool), valid=jnp.zeros((1, num_envs), bool))
