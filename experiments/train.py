@@ -3,6 +3,7 @@ r"""Train a JEDI agent on one Atari100k game, then score it on 100 test episodes
   python -m experiments.train --game=Breakout --seed=0 --workdir=runs/breakout_0
   python -m experiments.train --preset=debug --workdir=runs/debug            # ~2 min on a CPU
   python -m experiments.train --preset=debug --workdir=runs/px --config.wm.kind=diamond
+  python -m experiments.train --game=Pong --seed=0 --workdir=runs/p --config.parallel.num_devices=0  # all devices
 
 Any config field can be overridden with --config.<section>.<field>=<value> (see jedi_jax/config.py).
 Rerunning the same command with the same --workdir resumes from its last checkpoint.
@@ -23,6 +24,8 @@ _GAME = flags.DEFINE_string("game", config_lib.DEFAULT_GAME, "Atari100k game, e.
 _SEED = flags.DEFINE_integer("seed", None, "Run seed (required for the atari100k preset; debug defaults to 0).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config, logs, checkpoints and results.")
 _PRESET = flags.DEFINE_enum("preset", "atari100k", sorted(config_lib.PRESETS), "Named config preset.")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Call jax.distributed.initialize() first (TPU pod slices, multi-node GPU).")
 _CONFIG = config_flags.DEFINE_config_dict(
     "config", config_lib.atari100k(), "Overrides of single fields: --config.optim.batch_size=64.")
 flags.mark_flag_as_required("workdir")
@@ -50,6 +53,9 @@ def resolve_config():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _MULTIHOST.value:
+    from jedi_jax import parallel
+    parallel.initialize_multihost()  # before any other JAX call
   # Imported here so that --help and flag errors stay fast.
   from jedi_jax import checkpoint, envs, loop
   try:

@@ -132,6 +132,11 @@ def atari100k() -> ml_collections.ConfigDict:
   c.schedule.num_final_epochs = 50
   c.schedule.epochs_per_call = 10      # whole epochs compiled into one scanned call
 
+  # --- Devices (jedi_jax/parallel.py) ---------------------------------------------------------
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.num_devices = 1          # 1: one device; 0: data parallel over all devices; N: over the first N
+                                      # optim.batch_size is the global batch; per device = batch / devices
+
   # --- Run bookkeeping ------------------------------------------------------------------------
   c.run = ml_collections.ConfigDict()
   c.run.checkpoint_every = 50          # epochs

@@ -15,10 +15,11 @@ class MetricsLogger:
   TensorBoard files are written with tensorboardX (pure Python, no TensorFlow) under `workdir/tb/`.
   """
 
-  def __init__(self, workdir: str, *, tensorboard: bool = True):
+  def __init__(self, workdir: str, *, tensorboard: bool = True, enabled: bool = True):
     self.path = os.path.join(workdir, METRICS_FILE)
+    self.enabled = enabled  # multi-host: only process 0 writes
     self._tb = None
-    if tensorboard:
+    if tensorboard and enabled:
       try:
         from tensorboardX import SummaryWriter
         self._tb = SummaryWriter(os.path.join(workdir, "tb"), flush_secs=30)
@@ -26,6 +27,8 @@ class MetricsLogger:
         self._tb = None
 
   def write(self, epoch: int, scalars: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
     with open(self.path, "a") as f:
       f.write(json.dumps({"epoch": int(epoch), **scalars}, sort_keys=True) + "\n")
     if self._tb is not None:

@@ -31,6 +31,7 @@ from jedi_jax import agent
 from jedi_jax import checkpoint as ckpt_lib
 from jedi_jax import config as config_lib
 from jedi_jax import envs
+from jedi_jax import parallel
 from jedi_jax import replay as replay_lib
 from jedi_jax import train
 from jedi_jax.logs import MetricsLogger, describe_compiled
@@ -69,6 +70,8 @@ class Phases:
     }
     self._compiled = {}
     self.last_compile_s = 0.0
+    self.env_step = env_step
+    self.data_parallel = None  # built on first use when the run is data parallel
 
   def __call__(self, phase: str, *args):
     self.last_compile_s = 0.0
@@ -133,10 +136,15 @@ def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print)
   envs.check_game(cfg.game)  # before touching the workdir
   resumed = ckpt_lib.check_or_write_config(workdir, config)
   checkpointer = ckpt_lib.Checkpointer(workdir, cfg.run.checkpoints_to_keep)
-  logger = MetricsLogger(workdir)
+  logger = MetricsLogger(workdir, enabled=parallel.is_main_process())
   s = cfg.schedule
+  mesh = None if cfg.parallel.num_devices == 1 else parallel.make_mesh(cfg.parallel.num_devices)
+  num_devices = 1 if mesh is None else mesh.devices.size
   log(f"jedi_jax: game={cfg.game} seed={cfg.seed} preset={cfg.preset} wm={cfg.wm.kind} "
-      f"devices={jax.device_count()} ({jax.devices()[0].platform}) workdir={workdir}")
+      f"platform={jax.devices()[0].platform} devices used={num_devices} of {jax.device_count()} "
+      f"global batch={cfg.optim.batch_size} per device={cfg.optim.batch_size // num_devices} workdir={workdir}")
+  if mesh is not None:
+    parallel.per_device_batch(cfg.optim.batch_size, mesh)  # validates before any work
 
   # Template state (also the fresh state of a new run).
   env, state, phases = start_segment(
@@ -180,7 +188,10 @@ def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print)
       n = min(s.epochs_per_call, boundary - epoch, next_ckpt - epoch)
       plan = (n, s.steps_per_epoch if collecting else 0, s.wm_updates_per_epoch, s.ac_updates_per_epoch)
     t0 = time.time()
-    state, metrics = phases("epochs", state, train.make_plan(*plan))
+    if mesh is None:
+      state, metrics = phases("epochs", state, train.make_plan(*plan))
+    else:
+      state, metrics = _data_parallel_epochs(state, plan, cfg, mesh, phases, log)
     metrics = _host(metrics)
     dt = time.time() - t0 - phases.last_compile_s
     _check_finite({k: v for k, v in metrics.items() if not k.startswith("collect/")}, f"epochs {epoch + 1}-{epoch + plan[0]}")
@@ -199,6 +210,8 @@ def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print)
         env, state, phases = start_segment(state, cfg, segment=done, first=False, log=log)
   env.close()
   train_seconds = time.time() - t_start
+  if mesh is not None:  # evaluation acts on one device (the env step never enters the mesh)
+    state = jax.device_put(state, jax.devices()[0])
 
   # 5. Evaluation.
   returns = evaluate(state, cfg, num_episodes=cfg.env.num_test_episodes)
@@ -209,11 +222,31 @@ def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print)
       "episode_returns": [float(r) for r in returns], "env_steps": int(state.env_steps),
       "epochs": int(state.epoch), "train_seconds": round(train_seconds, 1),
   }
-  write_results(workdir, results)
+  if parallel.is_main_process():
+    write_results(workdir, results)
   logger.write(int(state.epoch), {"test/return_mean": results["score"], "test/return_std": results["score_std"]})
   logger.close()
   log(f"final score ({len(returns)} test episodes): {results['score']:.2f} +- {results['score_std']:.2f}")
   return state, results
+
+
+def _data_parallel_epochs(state, plan, cfg, mesh, phases, log):
+  """`plan[0]` epochs, each a collect call on device 0 and an update call on the mesh (parallel.py)."""
+  if phases.data_parallel is None:
+    phases.data_parallel = parallel.DataParallelEpoch(cfg, mesh, phases.env_step)
+  env_state = state.env_state
+  state = parallel.replicate(state.replace(env_state=None), mesh)
+  sums, t_collect, t_update = None, 0.0, 0.0
+  num_epochs, collect_steps, wm_updates, ac_updates = plan
+  for _ in range(num_epochs):
+    state, env_state, metrics, tc, tu = phases.data_parallel(
+        state, env_state, train.make_plan(1, collect_steps, wm_updates, ac_updates), collect=collect_steps > 0)
+    t_collect, t_update = t_collect + tc, t_update + tu
+    sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+  metrics = {k: v if k.startswith("collect/") else v / num_epochs for k, v in sums.items()}
+  metrics["perf/collect_call_seconds"] = jnp.asarray(t_collect / num_epochs)
+  metrics["perf/update_call_seconds"] = jnp.asarray(t_update / num_epochs)
+  return state.replace(env_state=env_state), metrics
 
 
 def _num_actions(cfg) -> int:

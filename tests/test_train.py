@@ -19,8 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_KEYS = ("perf/",)
 
 
-def _run_cli(*args, timeout=600):
-  env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
+def _run_cli(*args, timeout=600, env_extra=None):
+  env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT, **(env_extra or {}))
   return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
 
@@ -63,6 +63,23 @@ def test_debug_preset_through_entry_point(tmp_path):
   assert losses and np.all(np.isfinite(losses))
   assert any(k.startswith("wm/") for k in rows[0]) and any(k.startswith("ac/") for k in rows[0])
   assert os.listdir(workdir / "tb")
+
+
+@pytest.mark.slow
+def test_debug_preset_data_parallel_on_4_fake_devices(tmp_path):
+  workdir = tmp_path / "dp"
+  overrides = [f"--config.{k}={v}" for k, v in {
+      "parallel.num_devices": 4, "optim.batch_size": 4, "schedule.total_env_steps": 300,
+      "schedule.initial_min_steps": 100, "schedule.initial_max_steps": 200, "schedule.num_final_epochs": 1,
+      "env.num_test_episodes": 2, "env.num_test_envs": 2, "env.max_episode_steps": 200}.items()]
+  proc = _run_cli("--preset=debug", f"--workdir={workdir}", *overrides,
+                  env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "devices used=4 of 4" in proc.stdout and "per device=1" in proc.stdout
+  rows = read_metrics(str(workdir))
+  assert all(np.isfinite(r["wm/loss"]) for r in rows if "wm/loss" in r)
+  assert any("perf/collect_call_seconds" in r for r in rows)
+  assert np.isfinite(json.loads((workdir / "results.json").read_text())["score"])
 
 
 def test_run_writes_results_and_counts(straight_run):
