@@ -102,7 +102,7 @@ def quantize_pixels(x: jax.Array) -> jax.Array:
 
 def sample(denoise_fn: Callable[[jax.Array, jax.Array], jax.Array], key: jax.Array, shape, sigmas: jax.Array,
            *, order: int = 1, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
-           s_noise: float = 1.0) -> jax.Array:
+           s_noise: float = 1.0, unroll: bool = True) -> jax.Array:
   """DIAMOND's Euler/Heun sampler (diffusion_sampler.py DiffusionSampler.sample) as a lax.fori_loop.
 
   Args:
@@ -112,6 +112,8 @@ def sample(denoise_fn: Callable[[jax.Array, jax.Array], jax.Array], key: jax.Arr
     sigmas: [N + 1] decreasing noise levels ending with 0 (`karras_sigmas`).
     order: 1 Euler, 2 Heun (the last step, to sigma 0, is always Euler).
     s_churn, s_tmin, s_tmax, s_noise: stochastic sampling (EDM's S_churn etc.).
+    unroll: unroll the (few, static) steps: lets XLA fuse across steps and makes its cost analysis count
+      every step (a rolled loop body is counted once).
   Returns:
     The final sample [*shape].
   """
@@ -145,7 +147,7 @@ def sample(denoise_fn: Callable[[jax.Array, jax.Array], jax.Array], key: jax.Arr
 
     return jax.lax.cond(next_sigma == 0, lambda _: x_euler, heun, None)
 
-  return jax.lax.fori_loop(0, num_steps, body, x)
+  return jax.lax.fori_loop(0, num_steps, body, x, unroll=unroll)
 
 
 def _expand(v: jax.Array, ndim: int) -> jax.Array:

@@ -17,6 +17,11 @@ real when step k or step k - 1 is (`segment_frame_mask`); padded frames normalis
   * rew_end (T = horizon + num_cond): step t is the transition (obs[t], act[t], obs[t+1]) with targets
     sign(rew[t]) and end[t], masked by mask[t]; the LSTM runs over the T steps from a zero state.
 All frames of both segments go through the encoder in one call, once per loss evaluation (spec section 9).
+
+Sizes at the atari100k preset, 18 actions (tests/test_world_model.py prints them): JEDI encoder 155,008,
+latent denoiser 5,949,392 (`wm.denoiser_depths = (2,)`), reward/end 5,880,352; with a ~2M latent
+actor-critic (assumed) the total is ~14.0M against the paper's 13.5M (depth 1 would give ~12.4M, depth 3
+~15.6M). DIAMOND: pixel denoiser 4,406,851, reward/end 5,900,608.
 """
 
 from __future__ import annotations
@@ -99,8 +104,9 @@ def _rew_end_net(config, num_actions: int) -> RewEndModel:
                      num_actions=num_actions, num_down=num_down)
 
 
-def _num_actions(params) -> int:
-  return params["denoiser"]["act_emb"]["embedding"].shape[0]
+def _num_actions(params, part: str = "denoiser") -> int:
+  """The action count, read off the action-embedding table of params[part] (a static shape)."""
+  return params[part]["act_emb"]["embedding"].shape[0]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -241,26 +247,28 @@ def rew_end_initial_state(config, batch_size: int):
 def rew_end_step(params, lstm_state, state: jax.Array, action: jax.Array, next_state: jax.Array, config):
   """One transition: state [B, *S], action [B], next_state [B, *S]
   -> (lstm_state, reward_logits [B, 3] (classes sign -1, 0, 1), end_logits [B, 2])."""
-  net = _rew_end_net(config, _num_actions(params))
+  net = _rew_end_net(config, _num_actions(params, "rew_end"))
   return net.apply({"params": params["rew_end"]}, lstm_state, state, action, next_state)
 
 
 def rew_end_sequence(params, lstm_state, states: jax.Array, actions: jax.Array, config):
   """A sequence: states [B, T + 1, *S], actions [B, T] -> (lstm_state, reward_logits [B, T, 3],
-  end_logits [B, T, 2]). The CNN runs on all B*T transitions at once, the LSTM as a lax.scan over T."""
+  end_logits [B, T, 2]). The CNN, the LSTM input projection and the heads run on all B*T transitions at
+  once; only the recurrent part is a lax.scan over T."""
   b, t = actions.shape
-  net = _rew_end_net(config, _num_actions(params))
+  net = _rew_end_net(config, _num_actions(params, "rew_end"))
   variables = {"params": params["rew_end"]}
   flat = lambda x: x.reshape((b * t,) + x.shape[2:])
   feats = net.apply(variables, flat(states[:, :-1]), flat(actions), flat(states[:, 1:]), method="features")
-  feats = jnp.swapaxes(feats.reshape(b, t, -1), 0, 1)   # [T, B, F]
+  gates = net.apply(variables, feats, method="input_gates")
+  gates = jnp.swapaxes(gates.reshape(b, t, -1), 0, 1)   # [T, B, 4H]
 
-  def step(carry, f):
-    carry, rew_logits, end_logits = net.apply(variables, carry, f, method="recur")
-    return carry, (rew_logits, end_logits)
+  def step(carry, g):
+    return net.apply(variables, carry, g, method="lstm_step")
 
-  lstm_state, (rew_logits, end_logits) = jax.lax.scan(step, lstm_state, feats)
-  return lstm_state, jnp.swapaxes(rew_logits, 0, 1), jnp.swapaxes(end_logits, 0, 1)
+  lstm_state, hs = jax.lax.scan(step, lstm_state, gates)
+  rew_logits, end_logits = net.apply(variables, jnp.swapaxes(hs, 0, 1), method="head")
+  return lstm_state, rew_logits, end_logits
 
 
 def _masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:

@@ -8,7 +8,8 @@ Porting choices kept from DIAMOND (spec section 3):
   * Fourier features of the noise level use a fixed random projection that is *not* a parameter.
   * The LSTM cell has forget-gate bias 1, Xavier input weights and orthogonal recurrent weights
     (DIAMOND src/utils.py init_lstm); its state is carried explicitly.
-Weights default to PyTorch's default init (uniform, variance 1 / (3 fan_in)); biases start at zero.
+Weights default to PyTorch's default init (uniform, variance 1 / (3 fan_in); embeddings N(0, 1)); biases
+start at zero.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jedi_jax.nets.conv import conv_general_dilated as loop_friendly_conv
+
 GN_GROUP_SIZE = 32   # DIAMOND blocks.py
 GN_EPS = 1e-5
 ATTN_HEAD_DIM = 8
@@ -28,6 +31,8 @@ ATTN_HEAD_DIM = 8
 # PyTorch's default for nn.Linear / nn.Conv2d weights: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
 torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 zeros_init = nn.initializers.zeros
+# PyTorch's nn.Embedding: N(0, 1) (Flax's default scales by 1 / sqrt(num_embeddings)).
+embed_init = nn.initializers.normal(stddev=1.0)
 
 
 def num_groups(channels: int) -> int:
@@ -38,12 +43,14 @@ def num_groups(channels: int) -> int:
 def Conv3x3(features: int, *, zero_init: bool = False, name: Optional[str] = None) -> nn.Conv:
   """3x3 conv, stride 1, zero padding 1 (same spatial size)."""
   return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)),
-                 kernel_init=zeros_init if zero_init else torch_default_init, name=name)
+                 kernel_init=zeros_init if zero_init else torch_default_init, name=name,
+                 conv_general_dilated=loop_friendly_conv)
 
 
 def Conv1x1(features: int, *, name: Optional[str] = None) -> nn.Conv:
   """1x1 conv (channel projection)."""
-  return nn.Conv(features, (1, 1), padding="VALID", kernel_init=torch_default_init, name=name)
+  return nn.Conv(features, (1, 1), padding="VALID", kernel_init=torch_default_init, name=name,
+                 conv_general_dilated=loop_friendly_conv)
 
 
 def Dense(features: int, *, use_bias: bool = True, name: Optional[str] = None) -> nn.Dense:
@@ -244,23 +251,32 @@ class LSTMCell(nn.Module):
 
   Input weights Xavier-uniform, recurrent weights orthogonal, bias zero except the forget gate (1).
   (PyTorch keeps two bias vectors that sum; one suffices here.)
-  __call__(state=(h, c) [B, H] each, x [B, D]) -> (new_state, h [B, H]).
+  __call__(state=(h, c) [B, H] each, x [B, D]) -> (new_state, h [B, H]). For a sequence, compute
+  `input_gates` for all steps at once and scan `step_from_gates`: only h @ W_hh stays inside the loop.
   """
   features: int
 
-  @nn.compact
-  def __call__(self, state: LSTMState, x: jax.Array):
-    h, c = state
+  def setup(self):
     hidden = self.features
 
     def bias_init(key, shape, dtype=jnp.float32):
       del key
-      return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(1.0)
+      return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(1.0)   # forget gate (DIAMOND init_lstm)
 
-    gates = (nn.Dense(4 * hidden, kernel_init=nn.initializers.xavier_uniform(), bias_init=bias_init,
-                      name="ih")(x)
-             + nn.Dense(4 * hidden, use_bias=False, kernel_init=nn.initializers.orthogonal(), name="hh")(h))
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    self.ih = nn.Dense(4 * hidden, kernel_init=nn.initializers.xavier_uniform(), bias_init=bias_init)
+    self.hh = nn.Dense(4 * hidden, use_bias=False, kernel_init=nn.initializers.orthogonal())
+
+  def input_gates(self, x: jax.Array) -> jax.Array:
+    """x [..., D] -> the input's contribution to the gates [..., 4H] (bias included)."""
+    return self.ih(x)
+
+  def step_from_gates(self, state: LSTMState, gates_x: jax.Array):
+    """One step given precomputed input gates [B, 4H] -> (new_state, h [B, H])."""
+    h, c = state
+    i, f, g, o = jnp.split(gates_x + self.hh(h), 4, axis=-1)
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
     return (h, c), h
+
+  def __call__(self, state: LSTMState, x: jax.Array):
+    return self.step_from_gates(state, self.input_gates(x))

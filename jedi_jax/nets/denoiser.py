@@ -44,7 +44,8 @@ class DenoiserNet(nn.Module):
     """
     b, t, h, w, c = cond_scaled.shape
     assert t == self.num_cond and self.cond_channels % self.num_cond == 0
-    act_emb = nn.Embed(self.num_actions, self.cond_channels // self.num_cond, name="act_emb")(actions)
+    act_emb = nn.Embed(self.num_actions, self.cond_channels // self.num_cond, embedding_init=blocks.embed_init,
+                       name="act_emb")(actions)
     cond = blocks.FourierFeatures(self.cond_channels, name="noise_emb")(c_noise) + act_emb.reshape(b, -1)
     cond = blocks.Dense(self.cond_channels, name="cond_proj_0")(cond)
     cond = blocks.Dense(self.cond_channels, name="cond_proj_1")(nn.silu(cond))

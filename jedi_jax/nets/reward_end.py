@@ -33,7 +33,7 @@ class RewEndModel(nn.Module):
 
   def setup(self):
     assert len(self.channels) == len(self.depths) and self.num_down < len(self.channels)
-    self.act_emb = nn.Embed(self.num_actions, self.cond_channels)
+    self.act_emb = nn.Embed(self.num_actions, self.cond_channels, embedding_init=blocks.embed_init)
     self.conv_in = blocks.Conv3x3(self.channels[0])
     n = len(self.channels)
     self.stages = [blocks.ResBlocks([c] * d) for c, d in zip(self.channels, self.depths)]
@@ -54,12 +54,21 @@ class RewEndModel(nn.Module):
     x, _ = self.final_blocks(x, cond)
     return x.reshape(x.shape[0], -1)
 
-  def recur(self, lstm_state, feats: jax.Array):
-    """One LSTM step and the heads: feats [B, F] -> (lstm_state, reward_logits [B, 3], end_logits [B, 2])."""
-    lstm_state, h = self.lstm(lstm_state, feats)
+  def input_gates(self, feats: jax.Array) -> jax.Array:
+    """feats [..., F] -> LSTM input gates [..., 4 lstm_dim] (batched over a whole sequence in training)."""
+    return self.lstm.input_gates(feats)
+
+  def lstm_step(self, lstm_state, gates_x: jax.Array):
+    """One LSTM step from precomputed input gates [B, 4 lstm_dim] -> (lstm_state, h [B, lstm_dim])."""
+    return self.lstm.step_from_gates(lstm_state, gates_x)
+
+  def head(self, h: jax.Array):
+    """h [..., lstm_dim] -> (reward_logits [..., 3], end_logits [..., 2])."""
     logits = self.head_out(nn.silu(self.head_hidden(h)))
-    return lstm_state, logits[:, :3], logits[:, 3:]
+    return logits[..., :3], logits[..., 3:]
 
   def __call__(self, lstm_state, state, action, next_state):
-    """A single transition step (also used to initialise every parameter)."""
-    return self.recur(lstm_state, self.features(state, action, next_state))
+    """One transition step (imagination; also initialises every parameter)
+    -> (lstm_state, reward_logits [B, 3], end_logits [B, 2])."""
+    lstm_state, h = self.lstm(lstm_state, self.features(state, action, next_state))
+    return (lstm_state,) + self.head(h)
