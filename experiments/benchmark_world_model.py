@@ -3,6 +3,8 @@
 For each model at the chosen preset's sizes (default: the paper's), it compiles
   * the world-model update step (loss + gradient + AdamW update, both segments of spec section 7), and
   * `sample_next` (the 3-step Euler sampler of one imagination step),
+  * imagination: `imagine` with H = 1 (burn-in + one step of policy, sampler and reward/end) and the full
+    H = 15 rollout, and the actor-critic update (imagination + loss + gradient),
 at batch size 32, reads XLA's cost analysis (FLOPs) and memory analysis (argument + output + temporary
 bytes) of the compiled programs, and times them on the local device (median over a few calls after one
 warm-up call). The last column is the pixel / latent ratio (the paper's claims: ~3x faster sampling, ~2.5x
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jedi_jax import agent
 from jedi_jax import config as config_lib
 from jedi_jax import world_model as wm
 
@@ -101,12 +104,37 @@ def benchmark(kind: str, preset: str, batch_size: int, num_actions: int, repeats
   sample = lambda params, cond, act, key: wm.sample_next(params, cond, act, key, config)
   smp = analyse(sample, params, cond, cond_act, key)
   smp["step_s"] = time_calls(lambda: smp["compiled"](params, cond, cond_act, key), repeats)
-  return {"counts": counts, "update": upd, "update_dynamics": dyn, "sample": smp}
+
+  ac_params = agent.init_actor_critic(config, num_actions, jax.random.PRNGKey(2))
+  counts["actor_critic"] = sum(math.prod(x.shape) for x in jax.tree.leaves(ac_params))
+  start = random_segment(rng, batch_size, n, num_actions)
+  out = {"counts": counts, "update": upd, "update_dynamics": dyn, "sample": smp}
+  for horizon in (1, config.ac.horizon):
+    c_h = config_lib.get_config(preset)
+    c_h.wm.kind, c_h.ac.horizon = kind, horizon
+    cfg_h = config_lib.freeze(c_h)
+    rollout = lambda p, a, s, k, cfg_h=cfg_h: agent.imagine(p, a, s, k, cfg_h)
+    res = analyse(rollout, params, ac_params, start, key)
+    res["step_s"] = time_calls(lambda res=res: res["compiled"](params, ac_params, start, key), repeats)
+    out[f"imagine_h{horizon}"] = res
+  ac_opt = agent.actor_critic_optimizer(config)
+  ac_opt_state = ac_opt.init(ac_params)
+
+  def ac_update(ac_params, ac_opt_state, params, start, key):
+    (loss, _), grads = jax.value_and_grad(agent.actor_critic_loss_fn, has_aux=True)(
+        ac_params, params, start, key, config)
+    updates, ac_opt_state = ac_opt.update(grads, ac_opt_state, ac_params)
+    return optax.apply_updates(ac_params, updates), ac_opt_state, loss
+
+  acu = analyse(ac_update, ac_params, ac_opt_state, params, start, key)
+  acu["step_s"] = time_calls(lambda: acu["compiled"](ac_params, ac_opt_state, params, start, key), repeats)
+  out["ac_update"] = acu
+  return out
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--preset", default="atari100k")
+  parser.add_argument("--preset", default="atari100k", help="atari100k (paper sizes) or debug (a quick check)")
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--num_actions", type=int, default=18)
   parser.add_argument("--repeats", type=int, default=3)
@@ -120,11 +148,14 @@ def main():
     print(f"  {kind} done", flush=True)
 
   rows = []
-  components = ("encoder", "denoiser", "rew_end")
+  components = ("encoder", "denoiser", "rew_end", "actor_critic")
   for comp in components:
     rows.append((f"params {comp}", *(results[k]["counts"].get(comp, 0) for k in ("jedi", "diamond")), "int"))
-  rows.append(("params world model", *(sum(results[k]["counts"].values()) for k in ("jedi", "diamond")), "int"))
-  for part, label in (("update", "wm update"), ("sample", "sample_next")):
+  rows.append(("params total", *(sum(results[k]["counts"].values()) for k in ("jedi", "diamond")), "int"))
+  horizon = config_lib.get_config(args.preset).ac.horizon
+  parts = (("update", "wm update"), ("sample", "sample_next"), ("imagine_h1", "imagine H=1"),
+           (f"imagine_h{horizon}", f"imagine H={horizon}"), ("ac_update", "ac update"))
+  for part, label in parts:
     get = lambda k, f: results[k][part][f]
     rows.append((f"{label} GFLOP", get("jedi", "flops") / 1e9, get("diamond", "flops") / 1e9, "f"))
     rows.append((f"{label} memory MiB", get("jedi", "total_bytes") / 2**20, get("diamond", "total_bytes") / 2**20,
