@@ -26,15 +26,29 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config, logs, che
 _PRESET = flags.DEFINE_enum("preset", "atari100k", sorted(config_lib.PRESETS), "Named config preset.")
 _MULTIHOST = flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() first (TPU pod slices, multi-node GPU).")
-_CONFIG = config_flags.DEFINE_config_dict(
-    "config", config_lib.atari100k(), "Overrides of single fields: --config.optim.batch_size=64.")
+_NUM_SEEDS = flags.DEFINE_integer(
+    "num_seeds", 1, "Train seeds seed .. seed+K-1 of the game together in one program (jax.vmap); each "
+    "writes workdir/seed_<s>/results.json.", lower_bound=1)
+
+
+def _unknown_field_exit(e: Exception):
+  field = str(e).strip("\"'")
+  print(f"error: unknown config field {field!r} in a --config.* flag (see jedi_jax/config.py)", file=sys.stderr)
+  sys.exit(1)
+
+
+try:  # ml_collections parses the --config.* overrides right here, when the flag is defined
+  _CONFIG = config_flags.DEFINE_config_dict(
+      "config", config_lib.atari100k(), "Overrides of single fields: --config.optim.batch_size=64.")
+except (AttributeError, KeyError) as e:
+  _unknown_field_exit(e)
 flags.mark_flag_as_required("workdir")
 
 
 def resolve_config():
   """The preset with the command line's --config.* overrides, --game and --seed applied and checked."""
   config = config_lib.get_config(_PRESET.value)
-  for path, value in config_flags.get_override_values(_CONFIG).items():
+  for path, value in config_flags.get_override_values(flags.FLAGS["config"]).items():
     if path in ("game", "seed"):
       raise ValueError(f"set {path} with --{path}, not --config.{path}")
     node = config
@@ -61,7 +75,10 @@ def main(argv):
   try:
     config = resolve_config()
     envs.check_game(config.game)
-    loop.train_and_evaluate(config, os.path.abspath(_WORKDIR.value))
+    if _NUM_SEEDS.value > 1:
+      loop.run_seeds(config, os.path.abspath(_WORKDIR.value), _NUM_SEEDS.value)
+    else:
+      loop.train_and_evaluate(config, os.path.abspath(_WORKDIR.value))
   except (ValueError, checkpoint.WorkdirError, loop.TrainingError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

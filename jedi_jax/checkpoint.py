@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import jax
@@ -115,8 +116,19 @@ class Checkpointer:
         print(f"checkpoint at epoch {epoch} is unreadable ({errors[-1]}); trying an older one", flush=True)
         continue
       state = template_state.replace(**item["state"])
+      self._set_aside(e for e in epochs if e > epoch)
       return epoch, state, item["extra"]
     raise WorkdirError(f"no readable checkpoint in {self.directory}: " + "; ".join(errors))
+
+
+  def _set_aside(self, epochs) -> None:
+    """Moves unreadable newer checkpoints to `workdir/corrupt_checkpoints/` (kept for inspection), so that
+    the resumed run can save those epochs again."""
+    aside = os.path.join(os.path.dirname(self.directory), "corrupt_checkpoints")
+    for epoch in epochs:
+      os.makedirs(aside, exist_ok=True)
+      os.replace(os.path.join(self.directory, str(epoch)), os.path.join(aside, f"{epoch}_{time.time():.0f}"))
+    self._manager.reload()
 
 
 def _abstract(x):

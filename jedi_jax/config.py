@@ -242,6 +242,12 @@ def config_hash(config) -> str:
   return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def to_config_dict(config) -> ml_collections.ConfigDict:
+  """A mutable copy (of a frozen or mutable config)."""
+  return ml_collections.ConfigDict(to_dict(config)) if isinstance(config, ml_collections.FrozenConfigDict) \
+      else ml_collections.ConfigDict(config.to_dict())
+
+
 def freeze(config) -> ml_collections.FrozenConfigDict:
   """Hashable, immutable view: pass this to jit-ed library functions as a static argument."""
   return ml_collections.FrozenConfigDict(config)

@@ -41,14 +41,22 @@ class TrainingError(RuntimeError):
   """Training cannot go on (e.g. a NaN loss); the last good checkpoint is kept."""
 
 
-def env_seed(seed: int, segment: int, offset: int = 0) -> int:
-  """Seed of the train envs for an env segment (the segment starts at epoch `segment`)."""
-  return int(np.random.SeedSequence([seed, segment, offset]).generate_state(1)[0] % (2**31 - 1))
+def env_seed(seed: int, segment: int, num_envs: int) -> int:
+  """Seed of the first train env of an env segment (the segment starts at epoch `segment`); env i gets
+  seed + i. Linear in `seed` with slope `num_envs`, so one pool of K x E envs seeded for seed s gives seed
+  s + k exactly the envs of a single run with that seed (many-seed training)."""
+  return (segment * 1_000_003 + seed * num_envs) % (2**31 - 1)
 
 
-def make_train_env(config, segment: int):
+def test_env_seed(seed: int, num_envs: int) -> int:
+  """Seed of the first test env (disjoint from the train env seeds in practice)."""
+  return (2**30 + seed * num_envs) % (2**31 - 1)
+
+
+def make_train_env(config, segment: int, num_seeds: int = 1):
   return envs.make_env(
-      config.game, config.env.num_envs, env_seed(config.seed, segment), train=True,
+      config.game, config.env.num_envs * num_seeds, env_seed(config.seed, segment, config.env.num_envs),
+      train=True,
       backend=config.env.backend, stochastic_frameskip=config.env.stochastic_frameskip,
       max_episode_steps=config.env.max_episode_steps, noop_max=config.env.noop_max)
 
@@ -62,11 +70,13 @@ class Phases:
   printed then.
   """
 
-  def __init__(self, config, env_step: Callable, log=print):
+  def __init__(self, config, env_step: Callable, log=print, *, many_seeds: bool = False):
     self.log = log
+    collect, epochs = ((train.initial_collect_chunk_many, train.run_epochs_many) if many_seeds
+                       else (train.initial_collect_chunk, train.run_epochs))
     self._fns = {
-        "collect": functools.partial(train.initial_collect_chunk, config=config, env_step=env_step),
-        "epochs": functools.partial(train.run_epochs, config=config, env_step=env_step),
+        "collect": functools.partial(collect, config=config, env_step=env_step),
+        "epochs": functools.partial(epochs, config=config, env_step=env_step),
     }
     self._compiled = {}
     self.last_compile_s = 0.0
@@ -215,19 +225,23 @@ def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print)
 
   # 5. Evaluation.
   returns = evaluate(state, cfg, num_episodes=cfg.env.num_test_episodes)
-  results = {
-      "game": cfg.game, "seed": int(cfg.seed), "score": float(np.mean(returns)),
-      "score_std": float(np.std(returns)), "config_hash": config_lib.config_hash(cfg),
-      "preset": cfg.preset, "wm_kind": cfg.wm.kind, "num_test_episodes": len(returns),
-      "episode_returns": [float(r) for r in returns], "env_steps": int(state.env_steps),
-      "epochs": int(state.epoch), "train_seconds": round(train_seconds, 1),
-  }
+  results = _results(cfg, state, returns, train_seconds)
   if parallel.is_main_process():
     write_results(workdir, results)
   logger.write(int(state.epoch), {"test/return_mean": results["score"], "test/return_std": results["score_std"]})
   logger.close()
   log(f"final score ({len(returns)} test episodes): {results['score']:.2f} +- {results['score_std']:.2f}")
   return state, results
+
+
+def _results(cfg, state, returns, train_seconds: float) -> dict:
+  return {
+      "game": cfg.game, "seed": int(cfg.seed), "score": float(np.mean(returns)),
+      "score_std": float(np.std(returns)), "config_hash": config_lib.config_hash(cfg),
+      "preset": cfg.preset, "wm_kind": cfg.wm.kind, "num_test_episodes": len(returns),
+      "episode_returns": [float(r) for r in returns], "env_steps": int(state.env_steps),
+      "epochs": int(state.epoch), "train_seconds": round(train_seconds, 1),
+  }
 
 
 def _data_parallel_epochs(state, plan, cfg, mesh, phases, log):
@@ -324,7 +338,7 @@ def evaluate(state: train.TrainState, config, num_episodes: int, chunk: int = 10
   n_envs = min(config.env.num_test_envs, num_episodes)
   quota = np.full(n_envs, num_episodes // n_envs) + (np.arange(n_envs) < num_episodes % n_envs)
   env = envs.make_env(
-      config.game, n_envs, env_seed(config.seed, 0, offset=1), train=False, backend=config.env.backend,
+      config.game, n_envs, test_env_seed(config.seed, n_envs), train=False, backend=config.env.backend,
       stochastic_frameskip=config.env.stochastic_frameskip, max_episode_steps=config.env.max_episode_steps,
       noop_max=config.env.noop_max)
   env_state, env_step = env.functional(config.env.step_path)
@@ -341,3 +355,121 @@ def evaluate(state: train.TrainState, config, num_episodes: int, chunk: int = 10
         returns[e].append(float(ret[t, e]))
   env.close()
   return [r for per_env in returns for r in per_env]
+
+
+# ------------------------------------------------------------------------------------------------
+# Many seeds of one game in one program (jax.vmap over the training state; one pooled env).
+# ------------------------------------------------------------------------------------------------
+
+def seed_config(config, seed: int):
+  """The single-seed config of one packed seed (its results carry this config's hash)."""
+  c = config_lib.to_config_dict(config)
+  c.seed = seed
+  return config_lib.freeze(c)
+
+
+def run_seeds(config, workdir: str, num_seeds: int, *, stop_after_epoch: int | None = None, log=print):
+  """Trains seeds config.seed .. config.seed + num_seeds - 1 together; returns (stacked state, [results]).
+
+  Seed k's envs are envs k*E .. k*E+E-1 of one pool seeded so that they are exactly the envs of a
+  single-seed run with that seed; its keys are `PRNGKey(seed + k)`. One difference from separate runs:
+  the initial collection lasts until *every* seed meets DIAMOND's stopping rule (they share the env
+  pool), so a seed may collect up to `initial_max_steps - initial_min_steps` more random steps than alone.
+  Each seed writes `workdir/seed_<s>/results.json`; metrics.jsonl holds the mean over seeds.
+  """
+  cfg = config_lib.freeze(config)
+  envs.check_game(cfg.game)
+  resumed = ckpt_lib.check_or_write_config(workdir, config)
+  checkpointer = ckpt_lib.Checkpointer(workdir, cfg.run.checkpoints_to_keep)
+  logger = MetricsLogger(workdir, enabled=parallel.is_main_process())
+  s = cfg.schedule
+  seeds = [cfg.seed + k for k in range(num_seeds)]
+  e = cfg.env.num_envs
+  log(f"jedi_jax: game={cfg.game} seeds={seeds} (vmapped in one program) preset={cfg.preset} "
+      f"wm={cfg.wm.kind} platform={jax.devices()[0].platform} workdir={workdir}")
+
+  num_actions = _num_actions(cfg)
+  init = jax.vmap(lambda key: train.init_train_state(
+      cfg, num_actions, key, env_state=None, obs=jnp.zeros((e, 64, 64, 3), jnp.uint8)))
+  states = init(jnp.stack([jax.random.PRNGKey(sd) for sd in seeds]))
+
+  def start(states, segment, first):
+    env = make_train_env(cfg, segment, num_seeds)
+    pool_state, env_step = env.functional(cfg.env.step_path)
+    obs = jnp.copy(pool_state.obs).reshape((num_seeds, e, 64, 64, 3))
+    if not first:
+      states = states.replace(replay=jax.vmap(replay_lib.truncate_open_episodes)(states.replay, states.obs))
+    states = states.replace(obs=obs, is_first=jnp.ones((num_seeds, e), bool))
+    return env, _unalias(states), pool_state, Phases(cfg, env_step, log, many_seeds=True)
+
+  env, states, pool_state, programs = start(states, 0, True)
+  extra = {"num_epochs_collect": np.int64(-1)}
+  restored = checkpointer.restore_latest(states, extra) if resumed else None
+  if restored is not None:
+    epoch, states, extra = restored
+    log(f"resumed from the checkpoint at epoch {epoch}")
+    env.close()
+    env, states, pool_state, programs = start(states, epoch, False)
+  num_epochs_collect = int(extra["num_epochs_collect"])
+
+  t_start = time.time()
+  if num_epochs_collect < 0:
+    while True:
+      states, pool_state, _ = programs("collect", states, pool_state)
+      steps = int(states.env_steps[0])
+      minority = np.asarray(jax.vmap(train.minority_reward_count)(states.replay))
+      if steps >= s.initial_min_steps and (bool(np.all(minority >= s.initial_reward_threshold))
+                                           or steps >= s.initial_max_steps):
+        break
+    log(f"initial collection: {steps} env steps per seed, minority reward transitions {minority.tolist()}")
+    num_epochs_collect = max(0, math.ceil((s.total_env_steps - steps) / s.steps_per_epoch))
+    extra = {"num_epochs_collect": np.int64(num_epochs_collect)}
+  total_epochs = num_epochs_collect + s.num_final_epochs
+
+  while int(states.epoch[0]) < total_epochs:
+    epoch = int(states.epoch[0])
+    collecting = epoch < num_epochs_collect
+    if epoch == 0:
+      plan = (1, s.steps_per_epoch, s.wm_updates_first_epoch, s.ac_updates_first_epoch)
+    else:
+      boundary = num_epochs_collect if collecting else total_epochs
+      next_ckpt = (epoch // cfg.run.checkpoint_every + 1) * cfg.run.checkpoint_every
+      n = min(s.epochs_per_call, boundary - epoch, next_ckpt - epoch)
+      plan = (n, s.steps_per_epoch if collecting else 0, s.wm_updates_per_epoch, s.ac_updates_per_epoch)
+    t0 = time.time()
+    states, pool_state, metrics = programs("epochs", states, pool_state, train.make_plan(*plan))
+    metrics = _host(metrics)
+    dt = time.time() - t0 - programs.last_compile_s
+    _check_finite({k: v for k, v in metrics.items() if not k.startswith("collect/")},
+                  f"epochs {epoch + 1}-{epoch + plan[0]}")
+    row = _summarise(metrics, jax.tree.map(lambda x: x[0], states), plan, dt)
+    logger.write(int(states.epoch[0]), row)
+    done = int(states.epoch[0])
+    log(_progress_line(row, done, total_epochs, dt / plan[0] * (total_epochs - done)))
+    if done % cfg.run.checkpoint_every == 0 or done == total_epochs:
+      checkpointer.save(done, states, extra)
+      if stop_after_epoch is not None and done >= stop_after_epoch:
+        env.close()
+        logger.close()
+        return None
+      if done < num_epochs_collect and cfg.run.env_segments:
+        env.close()
+        env, states, pool_state, programs = start(states, done, False)
+  env.close()
+  train_seconds = time.time() - t_start
+
+  all_results = []
+  for k, sd in enumerate(seeds):
+    state_k = jax.tree.map(lambda x: x[k], states)
+    cfg_k = seed_config(config, sd)
+    returns = evaluate(state_k, cfg_k, num_episodes=cfg.env.num_test_episodes)
+    results = _results(cfg_k, state_k, returns, train_seconds)
+    results["packed_seeds"] = seeds
+    if parallel.is_main_process():
+      os.makedirs(os.path.join(workdir, f"seed_{sd}"), exist_ok=True)
+      write_results(os.path.join(workdir, f"seed_{sd}"), results)
+    log(f"seed {sd}: final score ({len(returns)} test episodes): {results['score']:.2f}")
+    all_results.append(results)
+  logger.write(int(states.epoch[0]), {"test/return_mean": float(np.mean([r["score"] for r in all_results]))})
+  logger.close()
+  return states, all_results

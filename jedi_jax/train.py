@@ -346,3 +346,63 @@ def minority_reward_count(replay: replay_lib.ReplayState) -> jax.Array:
   """Transitions of the non-majority reward classes (DIAMOND's initial-collection stopping rule)."""
   counts = replay.rew_counts
   return counts.sum() - counts.max()
+
+
+# ----------------------------------------------------------------------------------------------
+# Many seeds in one program: the per-seed state is vmapped; the env step is not (envpool's call cannot
+# be batched), so one pool of K x E envs is stepped between a vmapped policy and a vmapped replay write.
+# ----------------------------------------------------------------------------------------------
+
+def collect_many(states: TrainState, env_state: PyTree, num_steps, epsilon: float, env_step: EnvStepFn,
+                 config) -> tuple[TrainState, PyTree, CollectStats]:
+  """`collect` for K stacked seeds ([K, ...] leaves, `env_state` of the pooled K*E envs, outside the
+  stacked states). Seed k owns envs k*E .. k*E+E-1 of the pool. Stats are per seed ([K])."""
+  k, e = states.obs.shape[:2]
+  choose = jax.vmap(lambda s, key: choose_actions(s, key, epsilon, config))
+
+  def one_step(_, carry):
+    states, env_state, stats = carry
+    states, keys = jax.vmap(_next_key)(states)
+    states, actions = choose(states, keys)
+    env_state, out = env_step(env_state, actions.reshape(k * e))
+    out = jax.tree.map(lambda x: x.reshape((k, e) + x.shape[1:]), out)
+    states, step_stats = jax.vmap(record_step)(states, actions, out)
+    return states, env_state, jax.tree.map(jnp.add, stats, step_stats)
+
+  zero = jax.tree.map(lambda x: jnp.zeros((k,), x.dtype), _zero_stats())
+  return jax.lax.fori_loop(0, num_steps // e, one_step, (states, env_state, zero))
+
+
+def initial_collect_chunk_many(states: TrainState, env_state: PyTree, config, env_step: EnvStepFn):
+  states, env_state, stats = collect_many(
+      states, env_state, config.schedule.steps_per_epoch, config.ac.epsilon_collect, env_step, config)
+  return states, env_state, {f"collect/{k}": v for k, v in stats._asdict().items()}
+
+
+def run_epochs_many(states: TrainState, env_state: PyTree, plan: EpochPlan, config, env_step: EnvStepFn
+                    ) -> tuple[TrainState, PyTree, dict]:
+  """`run_epochs` for K stacked seeds; metrics have a leading seed axis [K]."""
+  wm_update = jax.vmap(lambda s: update_world_model(s, plan.wm_updates, config))
+  ac_update = jax.vmap(lambda s: update_actor_critic(s, plan.ac_updates, config))
+
+  def epoch(states, env_state):
+    states, env_state, stats = collect_many(
+        states, env_state, plan.collect_steps, config.ac.epsilon_collect, env_step, config)
+    states, wm_m = wm_update(states)
+    states, ac_m = ac_update(states)
+    states = states.replace(epoch=states.epoch + 1)
+    metrics = {f"wm/{k}": v for k, v in wm_m.items()}
+    metrics.update({f"ac/{k}": v for k, v in ac_m.items()})
+    metrics.update({f"collect/{k}": v for k, v in stats._asdict().items()})
+    return states, env_state, metrics
+
+  def body(_, carry):
+    states, env_state, sums = carry
+    states, env_state, metrics = epoch(states, env_state)
+    return states, env_state, jax.tree.map(jnp.add, sums, metrics)
+
+  shapes = jax.eval_shape(epoch, states, env_state)[2]
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  states, env_state, sums = jax.lax.fori_loop(0, plan.num_epochs, body, (states, env_state, zeros))
+  n = jnp.maximum(plan.num_epochs, 1)
+  return states, env_state, {k: v if k.startswith("collect/") else v / n for k, v in sums.items()}
