@@ -389,9 +389,12 @@ def run_seeds(config, workdir: str, num_seeds: int, *, stop_after_epoch: int | N
       f"wm={cfg.wm.kind} platform={jax.devices()[0].platform} workdir={workdir}")
 
   num_actions = _num_actions(cfg)
-  init = jax.vmap(lambda key: train.init_train_state(
-      cfg, num_actions, key, env_state=None, obs=jnp.zeros((e, 64, 64, 3), jnp.uint8)))
-  states = init(jnp.stack([jax.random.PRNGKey(sd) for sd in seeds]))
+  # Initialised one seed at a time (not vmapped): the initialisers' RNG need not give a vmapped key the
+  # values it gives the same key alone, and packed seeds must start exactly like single runs.
+  per_seed = [train.init_train_state(cfg, num_actions, jax.random.PRNGKey(sd), env_state=None,
+                                     obs=jnp.zeros((e, 64, 64, 3), jnp.uint8)) for sd in seeds]
+  states = jax.tree.map(lambda *xs: jnp.stack(xs), *per_seed)
+  del per_seed
 
   def start(states, segment, first):
     env = make_train_env(cfg, segment, num_seeds)
