@@ -189,14 +189,7 @@ def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print)
   # 2-4. Epochs.
   while int(state.epoch) < total_epochs:
     epoch = int(state.epoch)
-    collecting = epoch < num_epochs_collect
-    if epoch == 0:  # DIAMOND's first epoch: long update phases
-      plan = (1, s.steps_per_epoch, s.wm_updates_first_epoch, s.ac_updates_first_epoch)
-    else:
-      boundary = num_epochs_collect if collecting else total_epochs
-      next_ckpt = (epoch // cfg.run.checkpoint_every + 1) * cfg.run.checkpoint_every
-      n = min(s.epochs_per_call, boundary - epoch, next_ckpt - epoch)
-      plan = (n, s.steps_per_epoch if collecting else 0, s.wm_updates_per_epoch, s.ac_updates_per_epoch)
+    plan = epoch_plan(epoch, num_epochs_collect, total_epochs, cfg)
     t0 = time.time()
     if mesh is None:
       state, metrics = phases("epochs", state, train.make_plan(*plan))
@@ -232,6 +225,21 @@ def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print)
   logger.close()
   log(f"final score ({len(returns)} test episodes): {results['score']:.2f} +- {results['score_std']:.2f}")
   return state, results
+
+
+def epoch_plan(epoch: int, num_epochs_collect: int, total_epochs: int, cfg) -> tuple[int, int, int, int]:
+  """(epochs, env steps per epoch, wm updates, ac updates) of the next call, starting after `epoch`.
+
+  Epoch 1 is DIAMOND's long first epoch; a call never crosses a checkpoint or the end of collection.
+  """
+  s = cfg.schedule
+  if epoch == 0:
+    return (1, s.steps_per_epoch, s.wm_updates_first_epoch, s.ac_updates_first_epoch)
+  collecting = epoch < num_epochs_collect
+  boundary = num_epochs_collect if collecting else total_epochs
+  next_ckpt = (epoch // cfg.run.checkpoint_every + 1) * cfg.run.checkpoint_every
+  n = min(s.epochs_per_call, boundary - epoch, next_ckpt - epoch)
+  return (n, s.steps_per_epoch if collecting else 0, s.wm_updates_per_epoch, s.ac_updates_per_epoch)
 
 
 def _results(cfg, state, returns, train_seconds: float) -> dict:
@@ -431,14 +439,7 @@ def run_seeds(config, workdir: str, num_seeds: int, *, stop_after_epoch: int | N
 
   while int(states.epoch[0]) < total_epochs:
     epoch = int(states.epoch[0])
-    collecting = epoch < num_epochs_collect
-    if epoch == 0:
-      plan = (1, s.steps_per_epoch, s.wm_updates_first_epoch, s.ac_updates_first_epoch)
-    else:
-      boundary = num_epochs_collect if collecting else total_epochs
-      next_ckpt = (epoch // cfg.run.checkpoint_every + 1) * cfg.run.checkpoint_every
-      n = min(s.epochs_per_call, boundary - epoch, next_ckpt - epoch)
-      plan = (n, s.steps_per_epoch if collecting else 0, s.wm_updates_per_epoch, s.ac_updates_per_epoch)
+    plan = epoch_plan(epoch, num_epochs_collect, total_epochs, cfg)
     t0 = time.time()
     states, pool_state, metrics = programs("epochs", states, pool_state, train.make_plan(*plan))
     metrics = _host(metrics)

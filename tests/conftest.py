@@ -4,7 +4,9 @@ import os
 
 # Tests run on the CPU; 4 fake devices let the data-parallel tests build a mesh (single-device code is
 # unaffected: arrays live on device 0 unless sharded explicitly).
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# Optimisation level 0 of XLA:CPU's LLVM backend halves compile times, which dominate these tiny configs.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=4 {TEST_XLA_FLAGS}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402

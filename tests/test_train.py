@@ -14,14 +14,14 @@ from jedi_jax import checkpoint as ckpt_lib
 from jedi_jax import loop
 from jedi_jax.logs import read_metrics
 
-from conftest import tiny_config
+from conftest import TEST_XLA_FLAGS, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_KEYS = ("perf/",)
 
 
 def _run_cli(*args, timeout=600, env_extra=None):
-  env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
+  env = dict(os.environ, XLA_FLAGS=TEST_XLA_FLAGS, PYTHONPATH=ROOT)
   env.update(env_extra or {})
   return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
@@ -53,7 +53,7 @@ def test_debug_preset_through_entry_point_on_4_fake_devices(tmp_path):
       "schedule.initial_min_steps": 100, "schedule.initial_max_steps": 200, "schedule.num_final_epochs": 1,
       "env.num_test_episodes": 2, "env.num_test_envs": 2, "env.max_episode_steps": 200}.items()]
   proc = _run_cli("--preset=debug", f"--workdir={workdir}", *overrides,
-                  env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+                  env_extra={"XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {TEST_XLA_FLAGS}"})
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "devices used=4 of 4" in proc.stdout and "per device=1" in proc.stdout
   assert "final score" in proc.stdout
