@@ -152,6 +152,14 @@ class DataParallelEpoch:
       small = small.replace(env_state=env_state)
       small, rows, stats = self._collect(small)
       env_state = small.env_state
+      if jax.process_count() > 1:
+        # Every process steps its own envs, but the replay is replicated: all processes take process 0's
+        # rows and acting state, so the replicas stay identical (the other processes' env data is unused).
+        from jax.experimental import multihost_utils
+        rows, stats, shared = multihost_utils.broadcast_one_to_all(
+            (rows, stats, (small.obs, small.is_first, small.policy_state, small.key, small.env_steps)))
+        small = small.replace(obs=shared[0], is_first=shared[1], policy_state=shared[2], key=shared[3],
+                              env_steps=shared[4])
       state = state.replace(
           obs=replicate(small.obs, self.mesh), is_first=replicate(small.is_first, self.mesh),
           policy_state=replicate(small.policy_state, self.mesh), key=replicate(small.key, self.mesh),
