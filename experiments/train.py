@@ -16,6 +16,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from jedi_jax import config as config_lib
@@ -67,6 +68,8 @@ def resolve_config():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
   if _MULTIHOST.value:
     from jedi_jax import parallel
     parallel.initialize_multihost()  # before any other JAX call
