@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import resource
 import statistics
 import time
 
@@ -132,6 +133,27 @@ def benchmark(kind: str, preset: str, batch_size: int, num_actions: int, repeats
   return out
 
 
+def peak_memory() -> tuple[str, float]:
+  """(what, MiB): the device's peak bytes in use where it reports them (GPU/TPU), else the process's peak RSS."""
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    return "device peak", stats["peak_bytes_in_use"] / 2**20
+  return "process peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+
+
+def run(preset: str, batch_size: int, num_actions: int, repeats: int) -> None:
+  """Benchmarks both models and prints the side-by-side table."""
+  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), preset {preset}, "
+        f"batch {batch_size}, {num_actions} actions, median of {repeats} after 1 warm-up")
+  results = {}
+  for kind in ("jedi", "diamond"):  # latent first: a peak only grows, so the pixel model's shows after
+    results[kind] = benchmark(kind, preset, batch_size, num_actions, repeats)
+    what, mib = peak_memory()
+    results[kind]["peak"] = mib
+    print(f"  {kind} done; {what} so far {mib:.0f} MiB", flush=True)
+  report(results, preset, what)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", default="atari100k", help="atari100k (paper sizes) or debug (a quick check)")
@@ -139,20 +161,18 @@ def main():
   parser.add_argument("--num_actions", type=int, default=18)
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args()
+  run(args.preset, args.batch_size, args.num_actions, args.repeats)
 
-  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), preset {args.preset}, "
-        f"batch {args.batch_size}, {args.num_actions} actions, median of {args.repeats} after 1 warm-up")
-  results = {}
-  for kind in ("jedi", "diamond"):
-    results[kind] = benchmark(kind, args.preset, args.batch_size, args.num_actions, args.repeats)
-    print(f"  {kind} done", flush=True)
+
+def report(results: dict, preset: str, peak_what: str) -> None:
+  """Prints the table: one row per figure, JEDI / DIAMOND / pixel-over-latent ratio."""
 
   rows = []
   components = ("encoder", "denoiser", "rew_end", "actor_critic")
   for comp in components:
     rows.append((f"params {comp}", *(results[k]["counts"].get(comp, 0) for k in ("jedi", "diamond")), "int"))
   rows.append(("params total", *(sum(results[k]["counts"].values()) for k in ("jedi", "diamond")), "int"))
-  horizon = config_lib.get_config(args.preset).ac.horizon
+  horizon = config_lib.get_config(preset).ac.horizon
   parts = (("update", "wm update"), ("sample", "sample_next"), ("imagine_h1", "imagine H=1"),
            (f"imagine_h{horizon}", f"imagine H={horizon}"), ("ac_update", "ac update"))
   for part, label in parts:
@@ -169,6 +189,7 @@ def main():
       rows.append(("  denoising part memory MiB", get("jedi", "total_bytes") / 2**20,
                    get("diamond", "total_bytes") / 2**20, "f"))
 
+  rows.append((f"{peak_what} MiB (cumulative)", results["jedi"]["peak"], results["diamond"]["peak"], "f"))
   print(f"\n{'':28s}{'JEDI (latent)':>16s}{'DIAMOND (pixel)':>18s}{'pixel/latent':>14s}")
   for name, jedi, diamond, fmt in rows:
     ratio = f"{diamond / jedi:14.2f}" if jedi else f"{'-':>14s}"

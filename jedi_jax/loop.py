@@ -80,6 +80,7 @@ class Phases:
     }
     self._compiled = {}
     self.last_compile_s = 0.0
+    self.last_call_s = 0.0
     self.env_step = env_step
     self.data_parallel = None  # built on first use when the run is data parallel
 
@@ -91,7 +92,10 @@ class Phases:
       self.last_compile_s = time.time() - t0
       self.log(describe_compiled(phase, compiled, self.last_compile_s))
       self._compiled[phase] = compiled
-    return self._compiled[phase](*args)
+    t0 = time.time()
+    out = jax.block_until_ready(self._compiled[phase](*args))  # the loop reads its metrics right away
+    self.last_call_s = time.time() - t0
+    return out
 
 
 def start_segment(state: train.TrainState, config, segment: int, *, first: bool, log=print):
@@ -120,6 +124,38 @@ def _unalias(tree):
     seen.add(ptr)
     return x
   return jax.tree.map(fix, tree)
+
+
+class _CallClock:
+  """Host side of every compiled call of a run: wall time, time inside compiled calls, compile time; and
+  the per-call bookkeeping (finite check, JSONL row, progress line) shared by `run` and `run_seeds`."""
+
+  def __init__(self, logger: MetricsLogger, log):
+    self.logger, self.log = logger, log
+    self.start = time.time()
+    self.compiled_s = 0.0
+    self.compile_s = 0.0
+
+  def add(self, phases: Phases) -> None:
+    self.compiled_s += phases.last_call_s
+    self.compile_s += phases.last_compile_s
+
+  def record(self, metrics, state, plan, t0: float, phases: Phases, total_epochs: int) -> int:
+    """Checks and logs one `epochs` call that started at `t0`; returns the epoch reached."""
+    self.add(phases)
+    metrics = _host(metrics)
+    dt = time.time() - t0 - phases.last_compile_s
+    epoch = int(state.epoch)
+    _check_finite({k: v for k, v in metrics.items() if not k.startswith("collect/")},
+                  f"epochs {epoch - plan[0] + 1}-{epoch}")
+    row = _summarise(metrics, state, plan, dt)
+    wall = time.time() - self.start - self.compile_s
+    row["perf/compiled_fraction"] = self.compiled_s / max(wall, 1e-9)  # of wall time since the start,
+    row["perf/wall_seconds"] = wall                                       # compiles excluded
+    row["perf/compile_seconds"] = self.compile_s
+    self.logger.write(epoch, row)
+    self.log(_progress_line(row, epoch, total_epochs, dt / plan[0] * (total_epochs - epoch)))
+    return epoch
 
 
 def _host(metrics) -> dict:
@@ -171,11 +207,12 @@ def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print)
     env, state, phases = start_segment(state, cfg, segment=epoch, first=False, log=log)
   num_epochs_collect = int(extra["num_epochs_collect"])
 
-  t_start = time.time()
+  clock = _CallClock(logger, log)
   # 1. Initial collection.
   if num_epochs_collect < 0:
     while True:
       state, _ = phases("collect", state)
+      clock.add(phases)
       steps = int(state.env_steps)
       minority = int(train.minority_reward_count(state.replay))
       if steps >= s.initial_min_steps and (minority >= s.initial_reward_threshold or steps >= s.initial_max_steps):
@@ -195,13 +232,7 @@ def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print)
       state, metrics = phases("epochs", state, train.make_plan(*plan))
     else:
       state, metrics = _data_parallel_epochs(state, plan, cfg, mesh, phases, log)
-    metrics = _host(metrics)
-    dt = time.time() - t0 - phases.last_compile_s
-    _check_finite({k: v for k, v in metrics.items() if not k.startswith("collect/")}, f"epochs {epoch + 1}-{epoch + plan[0]}")
-    row = _summarise(metrics, state, plan, dt)
-    logger.write(int(state.epoch), row)
-    done = int(state.epoch)
-    log(_progress_line(row, done, total_epochs, dt / plan[0] * (total_epochs - done)))
+    done = clock.record(metrics, state, plan, t0, phases, total_epochs)
     if done % cfg.run.checkpoint_every == 0 or done == total_epochs:
       checkpointer.save(done, state, extra)
       if stop_after_epoch is not None and done >= stop_after_epoch:
@@ -212,7 +243,7 @@ def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print)
         env.close()
         env, state, phases = start_segment(state, cfg, segment=done, first=False, log=log)
   env.close()
-  train_seconds = time.time() - t_start
+  train_seconds = time.time() - clock.start
   if mesh is not None:  # evaluation acts on one device (the env step never enters the mesh)
     state = jax.device_put(state, jax.devices()[0])
 
@@ -266,6 +297,7 @@ def _data_parallel_epochs(state, plan, cfg, mesh, phases, log):
     t_collect, t_update = t_collect + tc, t_update + tu
     sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
   metrics = {k: v if k.startswith("collect/") else v / num_epochs for k, v in sums.items()}
+  phases.last_compile_s, phases.last_call_s = 0.0, t_collect + t_update
   metrics["perf/collect_call_seconds"] = jnp.asarray(t_collect / num_epochs)
   metrics["perf/update_call_seconds"] = jnp.asarray(t_update / num_epochs)
   return state.replace(env_state=env_state), metrics
@@ -326,12 +358,11 @@ def write_results(workdir: str, results: dict) -> None:
 # (taking the first N finished games of a parallel pool would favour short games).
 # ------------------------------------------------------------------------------------------------
 
-def _eval_chunk(ac_params, wm_params, policy_state, obs, is_first, env_state, key, *, env_step, num_steps, config):
+def _eval_chunk(params, policy_state, obs, is_first, env_state, key, *, act, env_step, num_steps):
   def one(carry, _):
     policy_state, obs, is_first, env_state, key = carry
     key, k_act = jax.random.split(key)
-    policy_state, actions = agent.act(
-        ac_params, wm_params, policy_state, obs, is_first, k_act, config.ac.epsilon_test, config)
+    policy_state, actions = act(params, policy_state, obs, is_first, k_act)
     env_state, out = env_step(env_state, actions)
     done = (out.game_over | out.truncated) & ~out.is_reset
     is_first = out.terminated | out.truncated | out.is_reset
@@ -343,6 +374,30 @@ def _eval_chunk(ac_params, wm_params, policy_state, obs, is_first, env_state, ke
 
 def evaluate(state: train.TrainState, config, num_episodes: int, chunk: int = 100) -> list[float]:
   """Mean-return protocol of DIAMOND's final test: `num_episodes` full games with epsilon 0."""
+  def act(params, policy_state, obs, is_first, key):
+    ac_params, wm_params = params
+    return agent.act(ac_params, wm_params, policy_state, obs, is_first, key, config.ac.epsilon_test, config)
+  n_envs = min(config.env.num_test_envs, num_episodes)
+  return evaluate_policy(act, (state.ac_params, state.wm_params), agent.ac_initial_state(config, n_envs),
+                         config, num_episodes, jax.random.fold_in(state.key, 1_000_003), chunk)
+
+
+def evaluate_random(config, num_episodes: int, chunk: int = 100) -> list[float]:
+  """The uniform-random policy under exactly the protocol of `evaluate` (same test envs and seeds)."""
+  num_actions = _num_actions(config)
+
+  def act(params, policy_state, obs, is_first, key):
+    return policy_state, jax.random.randint(key, (obs.shape[0],), 0, num_actions)
+  return evaluate_policy(act, (), (), config, num_episodes, jax.random.PRNGKey(config.seed), chunk)
+
+
+def evaluate_policy(act: Callable, params, policy_state, config, num_episodes: int, key: jax.Array,
+                    chunk: int = 100) -> list[float]:
+  """Returns of `num_episodes` full test games (train=False env) played by `act` in parallel envs.
+
+  `act(params, policy_state, obs, is_first, key) -> (policy_state, actions)` is traced inside the scan.
+  Each of the `env.num_test_envs` envs plays a fixed quota of games, so short games are not favoured.
+  """
   n_envs = min(config.env.num_test_envs, num_episodes)
   quota = np.full(n_envs, num_episodes // n_envs) + (np.arange(n_envs) < num_episodes % n_envs)
   env = envs.make_env(
@@ -351,12 +406,11 @@ def evaluate(state: train.TrainState, config, num_episodes: int, chunk: int = 10
       noop_max=config.env.noop_max)
   env_state, env_step = env.functional(config.env.step_path)
   obs = env_state.obs
-  run = jax.jit(functools.partial(_eval_chunk, env_step=env_step, num_steps=chunk, config=config))
-  carry = (agent.ac_initial_state(config, n_envs), jnp.asarray(obs), jnp.ones((n_envs,), bool), env_state,
-           jax.random.fold_in(state.key, 1_000_003))
+  run = jax.jit(functools.partial(_eval_chunk, act=act, env_step=env_step, num_steps=chunk))
+  carry = (policy_state, jnp.asarray(obs), jnp.ones((n_envs,), bool), env_state, key)
   returns: list[list[float]] = [[] for _ in range(n_envs)]
   while any(len(r) < q for r, q in zip(returns, quota)):
-    carry, done, ret = run(state.ac_params, state.wm_params, *carry)
+    carry, done, ret = run(params, *carry)
     done, ret = np.asarray(done), np.asarray(ret)
     for t, e in zip(*np.nonzero(done)):
       if len(returns[e]) < quota[e]:
@@ -423,10 +477,11 @@ def run_seeds(config, workdir: str, num_seeds: int, *, stop_after_epoch: int | N
     env, states, pool_state, programs = start(states, epoch, False)
   num_epochs_collect = int(extra["num_epochs_collect"])
 
-  t_start = time.time()
+  clock = _CallClock(logger, log)
   if num_epochs_collect < 0:
     while True:
       states, pool_state, _ = programs("collect", states, pool_state)
+      clock.add(programs)
       steps = int(states.env_steps[0])
       minority = np.asarray(jax.vmap(train.minority_reward_count)(states.replay))
       if steps >= s.initial_min_steps and (bool(np.all(minority >= s.initial_reward_threshold))
@@ -442,14 +497,7 @@ def run_seeds(config, workdir: str, num_seeds: int, *, stop_after_epoch: int | N
     plan = epoch_plan(epoch, num_epochs_collect, total_epochs, cfg)
     t0 = time.time()
     states, pool_state, metrics = programs("epochs", states, pool_state, train.make_plan(*plan))
-    metrics = _host(metrics)
-    dt = time.time() - t0 - programs.last_compile_s
-    _check_finite({k: v for k, v in metrics.items() if not k.startswith("collect/")},
-                  f"epochs {epoch + 1}-{epoch + plan[0]}")
-    row = _summarise(metrics, jax.tree.map(lambda x: x[0], states), plan, dt)
-    logger.write(int(states.epoch[0]), row)
-    done = int(states.epoch[0])
-    log(_progress_line(row, done, total_epochs, dt / plan[0] * (total_epochs - done)))
+    done = clock.record(metrics, jax.tree.map(lambda x: x[0], states), plan, t0, programs, total_epochs)
     if done % cfg.run.checkpoint_every == 0 or done == total_epochs:
       checkpointer.save(done, states, extra)
       if stop_after_epoch is not None and done >= stop_after_epoch:
@@ -460,7 +508,7 @@ def run_seeds(config, workdir: str, num_seeds: int, *, stop_after_epoch: int | N
         env.close()
         env, states, pool_state, programs = start(states, done, False)
   env.close()
-  train_seconds = time.time() - t_start
+  train_seconds = time.time() - clock.start
 
   all_results = []
   for k, sd in enumerate(seeds):
@@ -477,3 +525,28 @@ def run_seeds(config, workdir: str, num_seeds: int, *, stop_after_epoch: int | N
   logger.write(int(states.epoch[0]), {"test/return_mean": float(np.mean([r["score"] for r in all_results]))})
   logger.close()
   return states, all_results
+
+
+def load_run(workdir: str, num_seeds: int = 1):
+  """(frozen config, TrainState, epoch) of a run's newest readable checkpoint, for analysis; read-only.
+
+  `num_seeds` > 1 for a `run_seeds` workdir: the state is then stacked over seeds (index it with
+  `jax.tree.map(lambda x: x[k], state)`). The state has no env attached.
+  """
+  path = os.path.join(workdir, ckpt_lib.CONFIG_FILE)
+  if not os.path.exists(path):
+    raise ckpt_lib.WorkdirError(f"{workdir} holds no run ({ckpt_lib.CONFIG_FILE} missing)")
+  with open(path) as f:
+    import ml_collections  # pylint: disable=import-outside-toplevel
+    cfg = config_lib.freeze(ml_collections.ConfigDict(json.load(f)))
+  num_actions = _num_actions(cfg)
+  per_seed = [train.init_train_state(cfg, num_actions, jax.random.PRNGKey(cfg.seed + k), env_state=None,
+                                     obs=jnp.zeros((cfg.env.num_envs, 64, 64, 3), jnp.uint8))
+              for k in range(num_seeds)]
+  template = per_seed[0] if num_seeds == 1 else jax.tree.map(lambda *xs: jnp.stack(xs), *per_seed)
+  restored = ckpt_lib.Checkpointer(workdir, read_only=True).restore_latest(
+      template, {"num_epochs_collect": np.int64(-1)})
+  if restored is None:
+    raise ckpt_lib.WorkdirError(f"no checkpoint in {workdir}")
+  epoch, state, _ = restored
+  return cfg, state, epoch

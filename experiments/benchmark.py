@@ -1,0 +1,101 @@
+"""Issue 9's benchmarks in one command: world model (latent vs pixel), the whole training loop, env collection.
+
+Sections (`--sections`, default all three):
+
+  world_model  `experiments/benchmark_world_model.py`: JEDI vs the DIAMOND pixel baseline at the preset's
+               sizes: world-model update, `sample_next`, imagination H = 1 and H = 15, actor-critic update;
+               FLOPs and memory of the compiled programs, compile and median step times, parameter counts,
+               peak device memory (GPU/TPU) or process RSS (CPU); pixel / latent ratios.
+  loop         the real host loop (`jedi_jax.loop.run`) on the preset for a few 1-epoch calls after a short
+               initial collection: env steps/s and updates/s per call, and the fraction of wall time spent
+               inside compiled calls (the rest is the host: metrics transfer, logging, Python), compiles
+               excluded. `--loop_updates` cuts the updates per epoch (a paper-size epoch, 400 + 400 updates,
+               takes hours on a CPU); rates are per update, so they carry over.
+  env          agent steps/s of envpool's XLA step inside jit + scan vs raw envpool (Python `step`).
+
+  python -m experiments.benchmark                                   # everything, paper sizes
+  python -m experiments.benchmark --sections=loop --loop_updates=4  # the loop on a CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+
+SECTIONS = ("world_model", "loop", "env")
+
+
+def loop_benchmark(preset: str, game: str, epochs: int, updates: int | None, initial_steps: int) -> None:
+  """Runs `loop.run` for 1 + `epochs` one-epoch calls and prints its per-call speed figures."""
+  from jedi_jax import config as config_lib
+  from jedi_jax import loop
+
+  c = config_lib.get_config(preset)
+  c.game = game
+  s = c.schedule
+  if updates is not None:
+    s.wm_updates_per_epoch = s.ac_updates_per_epoch = updates
+  s.wm_updates_first_epoch, s.ac_updates_first_epoch = s.wm_updates_per_epoch, s.ac_updates_per_epoch
+  s.initial_min_steps = s.initial_max_steps = initial_steps
+  s.total_env_steps = initial_steps + (epochs + 1) * s.steps_per_epoch
+  s.num_final_epochs, s.epochs_per_call = 0, 1
+  c.run.checkpoint_every = epochs + 1
+  config_lib.validate(c)
+  print(f"loop: preset {preset} game {game}: {initial_steps} initial steps, then {epochs + 1} epochs of "
+        f"{s.steps_per_epoch} env steps + {s.wm_updates_per_epoch} wm + {s.ac_updates_per_epoch} ac updates "
+        f"(batch {c.optim.batch_size})", flush=True)
+  with tempfile.TemporaryDirectory() as workdir:
+    loop.run(c, workdir, stop_after_epoch=epochs + 1)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      rows = [json.loads(line) for line in f]
+  steady = rows[1:] or rows  # the first call's rate includes its first-use effects
+  mean = lambda k: sum(r[k] for r in steady) / len(steady)
+  last = rows[-1]
+  print(f"loop: env steps/s {mean('perf/env_steps_per_s'):.1f}, updates/s {mean('perf/updates_per_s'):.2f}, "
+        f"seconds per epoch {mean('perf/seconds_per_epoch'):.1f} (mean of {len(steady)} calls after the first)")
+  print(f"loop: {100 * last['perf/compiled_fraction']:.1f}% of {last['perf/wall_seconds']:.0f} s wall time "
+        f"inside compiled calls, the rest on the host (compiles excluded: {last['perf/compile_seconds']:.0f} s)")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--sections", default=",".join(SECTIONS), help=f"subset of {','.join(SECTIONS)}")
+  parser.add_argument("--preset", default="atari100k")
+  parser.add_argument("--batch_size", type=int, default=32, help="world_model section")
+  parser.add_argument("--num_actions", type=int, default=18, help="world_model section")
+  parser.add_argument("--repeats", type=int, default=3, help="world_model section: timed calls")
+  parser.add_argument("--game", default="Breakout", help="loop and env sections")
+  parser.add_argument("--loop_epochs", type=int, default=3, help="loop section: timed calls after the first")
+  parser.add_argument("--loop_updates", type=int, default=None,
+                      help="loop section: wm and ac updates per epoch (default: the preset's)")
+  parser.add_argument("--loop_initial_steps", type=int, default=1000, help="loop section: initial collection")
+  parser.add_argument("--num_envs", default="1,4,16", help="env section")
+  parser.add_argument("--env_steps", type=int, default=500, help="env section: iterations per path")
+  args = parser.parse_args()
+  sections = args.sections.split(",")
+  unknown = sorted(set(sections) - set(SECTIONS))
+  if unknown:
+    parser.error(f"unknown section(s) {', '.join(unknown)}; valid: {', '.join(SECTIONS)}")
+
+  import jax
+  from experiments import benchmark_world_model, env_benchmark
+  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), {jax.device_count()} device(s)")
+  if "world_model" in sections:
+    print("\n== world model: JEDI (latent) vs DIAMOND (pixel) ==", flush=True)
+    benchmark_world_model.run(args.preset, args.batch_size, args.num_actions, args.repeats)
+  if "loop" in sections:
+    print("\n== whole training loop ==", flush=True)
+    loop_benchmark(args.preset, args.game, args.loop_epochs, args.loop_updates, args.loop_initial_steps)
+  if "env" in sections:
+    print("\n== env collection: envpool XLA step in jit + scan vs raw envpool ==", flush=True)
+    for n in (int(x) for x in args.num_envs.split(",")):
+      xla = env_benchmark.benchmark("envpool-xla", args.game, n, args.env_steps, 0)
+      raw = env_benchmark.benchmark("envpool-python", args.game, n, args.env_steps, 0)
+      print(f"N={n:<3d} XLA in scan {xla:8.0f} steps/s   raw envpool {raw:8.0f} steps/s   ratio {xla / raw:.2f}",
+            flush=True)
+
+
+if __name__ == "__main__":
+  main()

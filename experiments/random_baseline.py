@@ -1,0 +1,53 @@
+"""The uniform-random policy's score under the exact test protocol of a trained run.
+
+Same test envs (full games, no life-loss ends, up to 30 no-ops, 27k-step cap), same env seeds per run seed,
+same per-env episode quota as `jedi_jax.loop.evaluate`; only the policy differs. One JSON per game:
+
+  python -m experiments.random_baseline --games=Boxing,RoadRunner --seeds=0,1 --out=results/random
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+
+_GAMES = flags.DEFINE_list("games", ["Boxing"], "Atari100k games.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Run seeds: each picks the test env seeds of that run seed.")
+_PRESET = flags.DEFINE_string("preset", "atari100k", "Preset whose env/test settings to use.")
+_EPISODES = flags.DEFINE_integer("episodes", None, "Test games per seed (default: the preset's).")
+_OUT = flags.DEFINE_string("out", "results/random", "Output directory (one <game>.json each).")
+
+
+def main(argv):
+  del argv
+  import numpy as np
+  from jedi_jax import config as config_lib
+  from jedi_jax import envs, loop
+  for game in _GAMES.value:
+    envs.check_game(game)
+  os.makedirs(_OUT.value, exist_ok=True)
+  for game in _GAMES.value:
+    per_seed = {}
+    for seed in map(int, _SEEDS.value):
+      config = config_lib.get_config(_PRESET.value)
+      config.game, config.seed = game, seed
+      episodes = _EPISODES.value or config.env.num_test_episodes
+      t0 = time.time()
+      returns = loop.evaluate_random(config_lib.freeze(config), episodes)
+      per_seed[str(seed)] = returns
+      print(f"{game} seed {seed}: random policy {np.mean(returns):.2f} +- {np.std(returns):.2f} "
+            f"over {len(returns)} games ({time.time() - t0:.0f} s)")
+    all_returns = [r for rs in per_seed.values() for r in rs]
+    out = {"game": game, "policy": "uniform random", "preset": _PRESET.value,
+           "score": float(np.mean(all_returns)), "score_std": float(np.std(all_returns)),
+           "num_test_episodes": len(all_returns), "episode_returns_per_seed": per_seed}
+    with open(os.path.join(_OUT.value, f"{game}.json"), "w") as f:
+      json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
