@@ -7,7 +7,7 @@ static argument of `jax.jit`). Every default below names its source: "paper" is 
 
 Presets are functions returning a fresh config:
   * `atari100k()` - the paper's protocol and sizes (the default for real runs).
-  * `cpu()`       - a reduced budget for learning results on a 2-core CPU (under 2 h for two packed seeds).
+  * `cpu()`       - a reduced budget for learning results on a 2-core CPU (about an hour for two packed seeds).
   * `debug()`     - tiny networks and budgets; trains end-to-end on a 2-core CPU in about two minutes.
 """
 
@@ -190,16 +190,16 @@ def debug() -> ml_collections.ConfigDict:
 
 
 def cpu() -> ml_collections.ConfigDict:
-  """A reduced budget that trains on a 2-core CPU: two packed seeds of one game in under two hours (issue 9).
+  """A reduced budget that trains on a 2-core CPU: two packed seeds of one game in about an hour (issue 9).
 
   Everything not listed here is the paper preset: the protocol (DIAMOND's Atari wrappers, 100 test games
   at epsilon 0), the objective and its switches, EDM and the 3-step Euler sampler, the horizon of 15, the
   losses, the replay weights and the optimiser. What is cut, and why (a paper-size world-model update takes
-  ~35 s on this CPU; the encoder over the 20-frame reward/end segment dominates it):
+  ~35 s on this CPU; even at these sizes one update of each model takes ~1 s per seed on one core):
     * narrow networks: encoder 8-16 channels, latent denoiser 64 channels, LSTMs of 128 (~10x fewer params);
-    * 10k env steps instead of 100k, and 20 + 20 updates per 100-step epoch instead of 400 + 400, so the
-      update-to-data ratio is 0.4 instead of 4 (first epoch 500 + 250, DIAMOND's 2:1 split);
-    * batch 8 instead of 32.
+    * 6k env steps instead of 100k, and 10 + 10 updates per 100-step epoch instead of 400 + 400 (an
+      update-to-data ratio of 0.2 instead of 4); first epoch 300 + 150 (DIAMOND's 2:1), 5 final epochs;
+    * batch 8 instead of 32; initial collection 1k-2k steps instead of 5k-10k.
   """
   c = atari100k()
   c.preset = "cpu"
@@ -219,17 +219,17 @@ def cpu() -> ml_collections.ConfigDict:
   c.ac.latent_channels = (16, 16)
   c.ac.lstm_dim = 128
   c.optim.batch_size = 8
-  c.replay.capacity = 11_000
-  c.schedule.total_env_steps = 10_000
+  c.replay.capacity = 6_200
+  c.schedule.total_env_steps = 6_000
   c.schedule.initial_min_steps = 1_000
   c.schedule.initial_max_steps = 2_000
-  c.schedule.wm_updates_per_epoch = 20
-  c.schedule.ac_updates_per_epoch = 20
-  c.schedule.wm_updates_first_epoch = 500
-  c.schedule.ac_updates_first_epoch = 250
-  c.schedule.num_final_epochs = 10
-  c.schedule.epochs_per_call = 10
-  c.run.checkpoint_every = 50
+  c.schedule.wm_updates_per_epoch = 10
+  c.schedule.ac_updates_per_epoch = 10
+  c.schedule.wm_updates_first_epoch = 300
+  c.schedule.ac_updates_first_epoch = 150
+  c.schedule.num_final_epochs = 5
+  c.schedule.epochs_per_call = 5
+  c.run.checkpoint_every = 10         # a killed run loses at most ~15 min (each checkpoint recompiles, ~1.5 min)
   return c
 
 

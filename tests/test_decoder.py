@@ -20,7 +20,7 @@ def _setup():
 
 def test_decoder_gradient_never_reaches_the_world_model_and_it_learns():
   cfg, wm_params, obs = _setup()
-  frames = obs[:, 0]
+  frames = obs[:1, 0]
   dec_params = dec_lib.init_decoder(jax.random.PRNGKey(1), world_model.state_shape(cfg))
   g_wm = jax.grad(lambda w: dec_lib.decoder_loss(dec_params, w, frames, cfg))(wm_params)
   assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(g_wm))
@@ -29,7 +29,7 @@ def test_decoder_gradient_never_reaches_the_world_model_and_it_learns():
   step = jax.jit(lambda p, o: dec_lib.decoder_update(p, o, wm_params, frames, cfg, opt))
   opt_state = opt.init(dec_params)
   losses = []
-  for _ in range(30):
+  for _ in range(20):
     dec_params, opt_state, loss = step(dec_params, opt_state)
     losses.append(float(loss))
   assert losses[-1] < 0.85 * losses[0]

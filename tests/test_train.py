@@ -80,6 +80,15 @@ def test_run_writes_results_and_counts(straight_run):
   rows = read_metrics(workdir)
   assert rows[-1]["test/return_mean"] == pytest.approx(results["score"])
   assert all(np.isfinite(v) for r in rows for k, v in r.items() if k.endswith("loss"))
+  timed = [r for r in rows if "perf/compiled_fraction" in r]
+  assert timed and all(0 < r["perf/compiled_fraction"] <= 1 for r in timed)
+
+
+def test_load_run_restores_the_final_state(straight_run):
+  workdir, state, _ = straight_run
+  cfg, loaded, epoch = loop.load_run(workdir)
+  assert epoch == int(state.epoch) and cfg.game == tiny_config().game
+  assert _same_tree(loaded.wm_params, state.wm_params) and _same_tree(loaded.replay, state.replay)
 
 
 def test_resume_is_exact_and_same_seed_is_deterministic(straight_run, tmp_path):
