@@ -8,7 +8,7 @@ replay with the encoder frozen (training is untouched: nothing is written to the
     decoded imagined latents;
   * a GIF of the same, real | reconstruction | imagined side by side, one frame per step.
 
-  python -m experiments.imagination_strip --workdir=runs/cpu_Boxing --num_seeds=2 --out=docs/images/imagination_Boxing
+  python -m experiments.imagination_strip --workdir=runs/cpu_Boxing_0 --out=docs/images/imagination_Boxing
 """
 
 from __future__ import annotations

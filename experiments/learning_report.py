@@ -4,7 +4,7 @@ For each run workdir (single-seed, or packed seeds from `train.py --num_seeds`):
 score (mean over its test games) with a 95% bootstrap CI over games, the random policy's score measured with
 the same protocol (`experiments/random_baseline.py`), and the difference with its 95% CI (independent
 bootstrap of both sets of games). A run "beats random" when that difference's CI lies above 0. One PNG per
-game plots the training-episode return over env steps (mean over the packed seeds, from `metrics.jsonl`)
+run plots the training-episode return over env steps (mean over the packed seeds, from `metrics.jsonl`)
 with the final test scores and the random score.
 
   python -m experiments.learning_report --runs=runs/cpu_Boxing,runs/cpu_Breakout --random=results/random \
@@ -104,7 +104,8 @@ def main(argv):
     ax.set_title(f"{game}, preset {config['preset']}, seeds {', '.join(str(r['seed']) for r in results)}")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(_OUT.value, f"{game}_curve.png"), dpi=120)
+    seeds = "_".join(str(r["seed"]) for r in results)
+    fig.savefig(os.path.join(_OUT.value, f"{game}_seed_{seeds}_curve.png"), dpi=120)
     plt.close(fig)
   with open(os.path.join(_OUT.value, "learning.md"), "w") as f:
     f.write("\n".join(lines) + "\n")

@@ -7,7 +7,7 @@ static argument of `jax.jit`). Every default below names its source: "paper" is 
 
 Presets are functions returning a fresh config:
   * `atari100k()` - the paper's protocol and sizes (the default for real runs).
-  * `cpu()`       - a reduced budget for learning results on a 2-core CPU (about an hour for two packed seeds).
+  * `cpu()`       - a reduced budget for learning results on a 2-core CPU (~35 min per seed).
   * `debug()`     - tiny networks and budgets; trains end-to-end on a 2-core CPU in about two minutes.
 """
 
@@ -190,7 +190,7 @@ def debug() -> ml_collections.ConfigDict:
 
 
 def cpu() -> ml_collections.ConfigDict:
-  """A reduced budget that trains on a 2-core CPU: two packed seeds of one game in about an hour (issue 9).
+  """A reduced budget that trains on a 2-core CPU: one seed of one game in ~35 min with both cores (issue 9).
 
   Everything not listed here is the paper preset: the protocol (DIAMOND's Atari wrappers, 100 test games
   at epsilon 0), the objective and its switches, EDM and the 3-step Euler sampler, the horizon of 15, the
