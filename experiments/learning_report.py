@@ -21,22 +21,13 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from jedi_jax import metrics
+
 _RUNS = flags.DEFINE_list("runs", None, "Run workdirs.")
 _RANDOM = flags.DEFINE_string("random", "results/random", "Directory of random_baseline.py's <game>.json.")
 _OUT = flags.DEFINE_string("out", None, "Output directory: learning.md, <game>_curve.png, copies of results.")
 _NUM_BOOTSTRAP = flags.DEFINE_integer("num_bootstrap", 10_000, "Bootstrap repetitions.")
 flags.mark_flags_as_required(["runs", "out"])
-
-
-def bootstrap_ci(x, rng, n: int, y=None) -> tuple[float, float]:
-  """95% percentile CI of mean(x) (or of mean(x) - mean(y), resampling both independently)."""
-  x = np.asarray(x, float)
-  stats = x[rng.integers(0, len(x), (n, len(x)))].mean(1)
-  if y is not None:
-    y = np.asarray(y, float)
-    stats = stats - y[rng.integers(0, len(y), (n, len(y)))].mean(1)
-  lo, hi = np.percentile(stats, [2.5, 97.5])
-  return float(lo), float(hi)
 
 
 def read_run(workdir: str) -> tuple[dict, list[dict], list[dict]]:
@@ -62,7 +53,6 @@ def main(argv):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  rng = np.random.default_rng(0)
   os.makedirs(_OUT.value, exist_ok=True)
   lines = ["| game | seed | env steps | test games | score (95% CI) | random, same protocol (95% CI) | "
            "score - random (95% CI) | beats random |", "|---|---|---|---|---|---|---|---|"]
@@ -72,11 +62,11 @@ def main(argv):
     with open(os.path.join(_RANDOM.value, f"{game}.json")) as f:
       rand = json.load(f)
     rand_returns = [r for rs in rand["episode_returns_per_seed"].values() for r in rs]
-    r_lo, r_hi = bootstrap_ci(rand_returns, rng, _NUM_BOOTSTRAP.value)
+    r_lo, r_hi = metrics.mean_ci(rand_returns, _NUM_BOOTSTRAP.value)
     for res in results:
       ret = res["episode_returns"]
-      lo, hi = bootstrap_ci(ret, rng, _NUM_BOOTSTRAP.value)
-      d_lo, d_hi = bootstrap_ci(ret, rng, _NUM_BOOTSTRAP.value, y=rand_returns)
+      lo, hi = metrics.mean_ci(ret, _NUM_BOOTSTRAP.value, seed=1)
+      d_lo, d_hi = metrics.mean_ci(ret, _NUM_BOOTSTRAP.value, seed=2, y=rand_returns)
       diff = np.mean(ret) - np.mean(rand_returns)
       verdict = "yes" if d_lo > 0 else ("no (worse)" if d_hi < 0 else "no (CI spans 0)")
       lines.append(f"| {game} | {res['seed']} | {res['env_steps']} | {len(ret)} | {np.mean(ret):.2f} "

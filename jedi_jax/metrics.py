@@ -301,6 +301,21 @@ def percentile_interval(replicates, confidence: float = 0.95) -> tuple[float, fl
   return float(lo), float(hi)
 
 
+def mean_ci(x, num_reps: int = 10_000, seed: int = 0, y=None,
+            confidence: float = 0.95) -> tuple[float, float]:
+  """Percentile bootstrap CI of `mean(x)`, or of `mean(x) - mean(y)` resampling both samples independently.
+
+  For one run's test-game returns against the random policy's (experiments/learning_report.py).
+  """
+  rng = np.random.default_rng(seed)
+  x = np.asarray(x, dtype=np.float64)
+  stats = x[rng.integers(0, len(x), (num_reps, len(x)))].mean(1)
+  if y is not None:
+    y = np.asarray(y, dtype=np.float64)
+    stats = stats - y[rng.integers(0, len(y), (num_reps, len(y)))].mean(1)
+  return percentile_interval(stats, confidence)
+
+
 def bootstrap_ci(scores: Mapping[str, object], num_reps: int = 2000, seed: int = 0,
                  confidence: float = 0.95) -> dict[str, tuple[float, float]]:
   """Stratified-bootstrap percentile CI `(low, high)` for every key of `AGGREGATE_KEYS`.

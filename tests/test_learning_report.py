@@ -1,21 +1,28 @@
-"""The learning report's confidence intervals: exact on constants, and they separate or overlap as they should."""
+"""The learning report's confidence intervals (`metrics.mean_ci`): exact on constants, and they separate or
+overlap as they should."""
 
 import numpy as np
 
-from experiments.learning_report import bootstrap_ci
+from jedi_jax import metrics
 
 
-def test_bootstrap_ci_of_a_constant_is_the_constant():
-  rng = np.random.default_rng(0)
-  assert bootstrap_ci([3.0] * 10, rng, 200) == (3.0, 3.0)
-  assert bootstrap_ci([3.0] * 10, rng, 200, y=[1.0] * 7) == (2.0, 2.0)
+def test_mean_ci_of_a_constant_is_the_constant():
+  assert metrics.mean_ci([3.0] * 10, num_reps=200) == (3.0, 3.0)
+  assert metrics.mean_ci([3.0] * 10, num_reps=200, y=[1.0] * 7) == (2.0, 2.0)
 
 
 def test_difference_ci_separates_distinct_samples_and_spans_zero_for_equal_ones():
   rng = np.random.default_rng(0)
   a = rng.normal(5.0, 1.0, 100)
   b = rng.normal(0.0, 1.0, 200)
-  lo, hi = bootstrap_ci(a, rng, 2000, y=b)
+  lo, hi = metrics.mean_ci(a, num_reps=2000, y=b)
   assert 4.0 < lo < np.mean(a) - np.mean(b) < hi < 6.0
-  lo, hi = bootstrap_ci(b[:100], rng, 2000, y=b[100:])
+  lo, hi = metrics.mean_ci(b[:100], num_reps=2000, y=b[100:])
   assert lo < 0 < hi
+
+
+def test_mean_ci_matches_the_normal_approximation_for_a_large_sample():
+  x = np.random.default_rng(1).normal(2.0, 3.0, 400)
+  lo, hi = metrics.mean_ci(x, num_reps=4000, seed=0)
+  half = 1.96 * x.std() / np.sqrt(len(x))
+  np.testing.assert_allclose([lo, hi], [x.mean() - half, x.mean() + half], atol=0.06)
