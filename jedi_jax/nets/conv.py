@@ -3,12 +3,16 @@
 On XLA:CPU (jax 0.10.2) the gradients of a convolution run 5-30x slower inside a `while` loop (`lax.scan`,
 `fori_loop`) than in straight-line code: the weight gradient and the input gradient are emitted as generic
 convolutions that miss the fast Eigen path. The training epoch runs every update inside such a loop, so on CPU
-both gradients are rewritten into forms that stay fast there (measured by `experiments/benchmark_conv.py`):
+both gradients are rewritten into forms that stay fast there (docs/benchmarks.md, "XLA:CPU and gradients
+inside loops"):
 
-  * weight gradient: image patches (`conv_general_dilated_patches`) contracted with the output gradient;
+  * weight gradient: one contraction of the shifted input with the output gradient per kernel tap. For small
+    inputs the taps are unrolled (fastest). Unrolled, XLA:CPU keeps every tap's shifted copy of the input
+    alive, which made the paper-size batch-32 world-model update ask for a 30.7 GB buffer; above
+    `LOOP_TAPS_ABOVE_BYTES` per input the taps run in a `fori_loop`, one shifted copy at a time (11.2 GB).
   * input gradient: a forward convolution of the output gradient with the flipped, transposed kernel.
 
-Values equal XLA's own gradients to float32 rounding (tests/test_nets.py). On GPU/TPU the plain XLA
+Values equal XLA's own gradients to float32 rounding (tests/test_conv.py). On GPU/TPU the plain XLA
 convolution and its gradients are used. Stride 1 and 'SAME' padding only (every 3x3/1x1 conv of the nets;
 strided convs keep XLA's gradient).
 """
@@ -21,6 +25,9 @@ import jax
 import jax.numpy as jnp
 
 _DN = ("NHWC", "HWIO", "NHWC")
+# Inputs larger than this (bytes) get the looped weight gradient. The `cpu` and `debug` presets stay below it
+# (their largest conv input, 208 frames x 64 x 64 x 8 float32, is 27 MB); paper sizes go above it.
+LOOP_TAPS_ABOVE_BYTES = 64 * 2**20
 
 
 def _conv(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -42,12 +49,30 @@ def _bwd(res, dy):
   kh, kw, c, o = w.shape
   # Input gradient: correlate dy with the spatially flipped kernel, in and out channels swapped.
   dx = _conv(dy, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2))
-  # Weight gradient: one contraction of the shifted input with dy per kernel tap.
-  h, wd = x.shape[1:3]
-  xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-  taps = [xp[:, i:i + h, j:j + wd, :] for i in range(kh) for j in range(kw)]
-  dw = jnp.stack([jnp.einsum("nhwc,nhwo->co", t, dy) for t in taps]).reshape(kh, kw, c, o)
+  looped = x.size * x.dtype.itemsize > LOOP_TAPS_ABOVE_BYTES
+  dw = weight_grad(x, dy, (kh, kw), looped=looped)
   return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+def weight_grad(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int], *, looped: bool) -> jax.Array:
+  """Gradient of a stride-1 SAME convolution w.r.t. its kernel: x [N, H, W, C], dy [N, H, W, O] -> [kh, kw, C, O].
+
+  One contraction of the shifted input with dy per kernel tap; `looped` runs the taps in a `fori_loop`, so
+  that only one shifted copy of x is alive (memory), instead of unrolled (speed).
+  """
+  kh, kw = kernel_hw
+  n, h, wd, c = x.shape
+  xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+  if not looped:
+    taps = [xp[:, i:i + h, j:j + wd, :] for i in range(kh) for j in range(kw)]
+    return jnp.stack([jnp.einsum("nhwc,nhwo->co", t, dy) for t in taps]).reshape(kh, kw, c, -1)
+
+  def tap(k, dw):
+    shifted = jax.lax.dynamic_slice(xp, (0, k // kw, k % kw, 0), (n, h, wd, c))
+    return dw.at[k].set(jnp.einsum("nhwc,nhwo->co", shifted, dy))
+
+  dw = jnp.zeros((kh * kw, c, dy.shape[-1]), jnp.result_type(x, dy))
+  return jax.lax.fori_loop(0, kh * kw, tap, dw).reshape(kh, kw, c, -1)
 
 
 conv_same_cpu.defvjp(_fwd, _bwd)
