@@ -65,7 +65,7 @@ def main():
   parser.add_argument("--preset", default="atari100k")
   parser.add_argument("--batch_size", type=int, default=32, help="world_model section")
   parser.add_argument("--num_actions", type=int, default=18, help="world_model section")
-  parser.add_argument("--repeats", type=int, default=3, help="world_model section: timed calls")
+  parser.add_argument("--repeats", type=int, default=3, help="world_model section: timed calls (0: compile and analyse only)")
   parser.add_argument("--game", default="Breakout", help="loop and env sections")
   parser.add_argument("--loop_epochs", type=int, default=3, help="loop section: timed calls after the first")
   parser.add_argument("--loop_updates", type=int, default=None,
@@ -78,6 +78,8 @@ def main():
   unknown = sorted(set(sections) - set(SECTIONS))
   if unknown:
     parser.error(f"unknown section(s) {', '.join(unknown)}; valid: {', '.join(SECTIONS)}")
+  if args.repeats < 0 or args.batch_size < 1:
+    parser.error("--repeats must be >= 0 and --batch_size >= 1")
 
   import jax
   from experiments import benchmark_world_model, env_benchmark

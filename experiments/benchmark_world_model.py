@@ -11,6 +11,9 @@ warm-up call). The last column is the pixel / latent ratio (the paper's claims: 
 faster training, ~43% less accelerator memory).
 
   python -m experiments.benchmark_world_model [--preset atari100k] [--batch_size 32] [--repeats 3]
+
+`--repeats 0` compiles and analyses only (FLOPs, XLA memory, compile time; no timed call), for a machine
+too slow or too small to run the programs.
 """
 
 from __future__ import annotations
@@ -69,7 +72,9 @@ def analyse(fn, *args) -> dict:
 
 
 def time_calls(call, repeats: int) -> float:
-  """Median wall time (s) of `call()` over `repeats` calls after one warm-up call."""
+  """Median wall time (s) of `call()` over `repeats` calls after one warm-up call; NaN (no call) if 0."""
+  if repeats == 0:
+    return float("nan")
   jax.block_until_ready(call())
   times = []
   for _ in range(repeats):
@@ -144,7 +149,8 @@ def peak_memory() -> tuple[str, float]:
 def run(preset: str, batch_size: int, num_actions: int, repeats: int) -> None:
   """Benchmarks both models and prints the side-by-side table."""
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), preset {preset}, "
-        f"batch {batch_size}, {num_actions} actions, median of {repeats} after 1 warm-up")
+        f"batch {batch_size}, {num_actions} actions, "
+        + (f"median of {repeats} after 1 warm-up" if repeats else "compile and analyse only (no timed call)"))
   results = {}
   for kind in ("jedi", "diamond"):  # latent first: a peak only grows, so the pixel model's shows after
     results[kind] = benchmark(kind, preset, batch_size, num_actions, repeats)
@@ -159,8 +165,10 @@ def main():
   parser.add_argument("--preset", default="atari100k", help="atari100k (paper sizes) or debug (a quick check)")
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--num_actions", type=int, default=18)
-  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=3, help="timed calls; 0: compile and analyse only")
   args = parser.parse_args()
+  if args.repeats < 0 or args.batch_size < 1:
+    parser.error("--repeats must be >= 0 and --batch_size >= 1")
   run(args.preset, args.batch_size, args.num_actions, args.repeats)
 
 
