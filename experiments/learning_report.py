@@ -3,9 +3,11 @@
 For each run workdir (single-seed, or packed seeds from `train.py --num_seeds`): every seed's final test
 score (mean over its test games) with a 95% bootstrap CI over games, the random policy's score measured with
 the same protocol (`experiments/random_baseline.py`), and the difference with its 95% CI (independent
-bootstrap of both sets of games). A run "beats random" when that difference's CI lies above 0. One PNG per
-run plots the training-episode return over env steps (mean over the packed seeds, from `metrics.jsonl`)
-with the final test scores and the random score.
+bootstrap of both sets of games). A run "beats random" when that difference's CI lies above 0. The last
+column is the imagined policy's entropy in the last logged call against the uniform policy's (log2 of the
+game's action count): equal means the actor has not moved off the uniform policy it starts from. One PNG per
+run plots, from its `metrics.jsonl` (means over packed seeds): training-game returns with the final test
+scores and the random score, reward per collected step, the world-model losses and the policy entropy.
 
   python -m experiments.learning_report --runs=runs/cpu_Boxing,runs/cpu_Breakout --random=results/random \
       --out=results/cpu
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 
 from absl import app
 from absl import flags
 import numpy as np
 
+from jedi_jax import envs
 from jedi_jax import metrics
 
 _RUNS = flags.DEFINE_list("runs", None, "Run workdirs.")
@@ -47,15 +51,55 @@ def read_run(workdir: str) -> tuple[dict, list[dict], list[dict]]:
   return config, results, rows
 
 
-def main(argv):
-  del argv
+def _series(rows: list[dict], x: str, y: str) -> tuple[list, list]:
+  pts = [(r[x], r[y]) for r in rows if x in r and y in r]
+  return ([a for a, _ in pts], [b for _, b in pts]) if pts else ([], [])
+
+
+def plot_run(rows: list[dict], test_scores: list[float], random_score: float, uniform_entropy: float,
+             title: str, path: str) -> None:
+  """Four panels from metrics.jsonl: episode returns (training games, final test scores, random), reward per
+  collected env step, world-model losses, and the policy's entropy against the uniform policy's."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
+  fig, axes = plt.subplots(2, 2, figsize=(9, 5.6))
+  ax = axes[0, 0]
+  steps, returns = _series(rows, "env_steps", "collect/game_return")
+  ax.plot(steps, returns, "o", ms=4, label="training games (mean per logged call)")
+  for i, score in enumerate(test_scores):
+    ax.axhline(score, ls="--", color="C2", lw=1, label="final test score" if i == 0 else None)
+  ax.axhline(random_score, color="k", lw=1, label="random policy, same protocol")
+  ax.set(xlabel="env steps", ylabel="episode return",
+         xlim=(0, max([r["env_steps"] for r in rows if "env_steps" in r] or [1])))
+  ax.legend(fontsize=7)
+  ax = axes[0, 1]
+  ax.plot(*_series(rows, "env_steps", "collect/reward_per_step"), lw=1)
+  ax.axhline(0.0, color="k", lw=0.5)
+  ax.set(xlabel="env steps", ylabel="reward per collected step")
+  ax = axes[1, 0]
+  for key in ("wm/loss_denoising", "wm/loss_rew", "wm/loss_end"):
+    ax.plot(*_series(rows, "wm_updates", key), lw=1, label=key)
+  ax.set(xlabel="world-model updates", ylabel="loss", yscale="log")
+  ax.legend(fontsize=7)
+  ax = axes[1, 1]
+  ax.plot(*_series(rows, "ac_updates", "ac/policy_entropy"), lw=1, label="policy entropy")
+  ax.axhline(uniform_entropy, ls="--", color="k", lw=1, label="uniform policy")
+  ax.set(xlabel="actor-critic updates", ylabel="bits")
+  ax.legend(fontsize=7)
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
   os.makedirs(_OUT.value, exist_ok=True)
   lines = ["| game | seed | env steps | test games | score (95% CI) | random, same protocol (95% CI) | "
-           "score - random (95% CI) | beats random |", "|---|---|---|---|---|---|---|---|"]
+           "score - random (95% CI) | beats random | policy entropy at the end / uniform (bits) |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for workdir in _RUNS.value:
     config, results, rows = read_run(workdir)
     game = config["game"]
@@ -63,6 +107,10 @@ def main(argv):
       rand = json.load(f)
     rand_returns = [r for rs in rand["episode_returns_per_seed"].values() for r in rs]
     r_lo, r_hi = metrics.mean_ci(rand_returns, _NUM_BOOTSTRAP.value)
+    entropy = [r["ac/policy_entropy"] for r in rows if "ac/policy_entropy" in r]
+    with envs.make_env(game, 1, 0, train=True) as env:
+      uniform = math.log2(env.num_actions)
+    entropy_cell = f"{entropy[-1]:.3f} / {uniform:.3f}" if entropy else f"- / {uniform:.3f}"
     for res in results:
       ret = res["episode_returns"]
       lo, hi = metrics.mean_ci(ret, _NUM_BOOTSTRAP.value, seed=1)
@@ -71,32 +119,16 @@ def main(argv):
       verdict = "yes" if d_lo > 0 else ("no (worse)" if d_hi < 0 else "no (CI spans 0)")
       lines.append(f"| {game} | {res['seed']} | {res['env_steps']} | {len(ret)} | {np.mean(ret):.2f} "
                    f"({lo:.2f}, {hi:.2f}) | {np.mean(rand_returns):.2f} ({r_lo:.2f}, {r_hi:.2f}) | "
-                   f"{diff:+.2f} ({d_lo:+.2f}, {d_hi:+.2f}) | {verdict} |")
+                   f"{diff:+.2f} ({d_lo:+.2f}, {d_hi:+.2f}) | {verdict} | {entropy_cell} |")
       seed_dir = os.path.join(_OUT.value, "runs", f"{game}_seed_{res['seed']}")
       os.makedirs(seed_dir, exist_ok=True)
       with open(os.path.join(seed_dir, "results.json"), "w") as f:
         json.dump(res, f, indent=1)
 
-    curve = [(r["env_steps"], r["collect/game_return"]) for r in rows if "collect/game_return" in r]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    if curve:
-      steps, returns = zip(*curve)
-      ax.plot(steps, returns, lw=1, alpha=0.5, label="training episodes (per logged call)")
-      k = min(5, len(returns))
-      smooth = np.convolve(returns, np.ones(k) / k, mode="valid")
-      ax.plot(steps[k - 1:], smooth, lw=2, label=f"moving mean of {k}")
-    for res in results:
-      ax.axhline(res["score"], ls="--", color="C2", lw=1)
-    ax.axhline(results[0]["score"], ls="--", color="C2", lw=1, label="final test score per seed")
-    ax.axhline(np.mean(rand_returns), color="k", lw=1, label="random policy (test protocol)")
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("episode return")
-    ax.set_title(f"{game}, preset {config['preset']}, seeds {', '.join(str(r['seed']) for r in results)}")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
     seeds = "_".join(str(r["seed"]) for r in results)
-    fig.savefig(os.path.join(_OUT.value, f"{game}_seed_{seeds}_curve.png"), dpi=120)
-    plt.close(fig)
+    title = f"{game}, preset {config['preset']}, seed(s) {seeds.replace('_', ', ')}"
+    plot_run(rows, [r["score"] for r in results], float(np.mean(rand_returns)), uniform, title,
+             os.path.join(_OUT.value, f"{game}_seed_{seeds}_curve.png"))
   with open(os.path.join(_OUT.value, "learning.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))
