@@ -9,7 +9,7 @@ inside loops"):
   * weight gradient: one contraction of the shifted input with the output gradient per kernel tap. For small
     inputs the taps are unrolled (fastest). Unrolled, XLA:CPU keeps every tap's shifted copy of the input
     alive, which made the paper-size batch-32 world-model update ask for a 30.7 GB buffer; above
-    `LOOP_TAPS_ABOVE_BYTES` per input the taps run in a `fori_loop`, one shifted copy at a time (11.2 GB).
+    `LOOP_TAPS_ABOVE_BYTES` per input the taps run in a `fori_loop`, one shifted copy at a time (13.5 GB).
   * input gradient: a forward convolution of the output gradient with the flipped, transposed kernel.
 
 Values equal XLA's own gradients to float32 rounding (tests/test_conv.py). On GPU/TPU the plain XLA
