@@ -130,8 +130,9 @@ class _CallClock:
   """Host side of every compiled call of a run: wall time, time inside compiled calls, compile time; and
   the per-call bookkeeping (finite check, JSONL row, progress line) shared by `run` and `run_seeds`."""
 
-  def __init__(self, logger: MetricsLogger, log):
+  def __init__(self, logger: MetricsLogger, log, updates_per_epoch: int):
     self.logger, self.log = logger, log
+    self.updates_per_epoch = updates_per_epoch  # of a regular epoch, for the ETA
     self.start = time.time()
     self.compiled_s = 0.0
     self.compile_s = 0.0
@@ -154,7 +155,8 @@ class _CallClock:
     row["perf/wall_seconds"] = wall                                       # compiles excluded
     row["perf/compile_seconds"] = self.compile_s
     self.logger.write(epoch, row)
-    self.log(_progress_line(row, epoch, total_epochs, dt / plan[0] * (total_epochs - epoch)))
+    self.log(_progress_line(row, epoch, total_epochs,
+                            eta_seconds(row, epoch, total_epochs, self.updates_per_epoch, dt / plan[0])))
     return epoch
 
 
@@ -207,7 +209,7 @@ def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print)
     env, state, phases = start_segment(state, cfg, segment=epoch, first=False, log=log)
   num_epochs_collect = int(extra["num_epochs_collect"])
 
-  clock = _CallClock(logger, log)
+  clock = _CallClock(logger, log, cfg.schedule.wm_updates_per_epoch + cfg.schedule.ac_updates_per_epoch)
   # 1. Initial collection.
   if num_epochs_collect < 0:
     while True:
@@ -328,6 +330,16 @@ def _summarise(metrics: dict, state, plan, dt: float) -> dict:
   row["wm_updates"] = int(state.wm_updates)
   row["ac_updates"] = int(state.ac_updates)
   return row
+
+
+def eta_seconds(row: dict, epoch: int, total: int, updates_per_epoch: int, seconds_per_epoch: float) -> float:
+  """Time left: the remaining epochs' updates at this call's update rate. Updates dominate an epoch's time,
+  and the first epoch (thousands of updates) would otherwise be extrapolated to every remaining epoch; a
+  schedule without updates falls back to this call's seconds per epoch."""
+  rate = row.get("perf/updates_per_s", 0.0)
+  if updates_per_epoch > 0 and rate > 0:
+    return (total - epoch) * updates_per_epoch / rate
+  return (total - epoch) * seconds_per_epoch
 
 
 def _progress_line(row: dict, epoch: int, total: int, eta_s: float) -> str:
@@ -477,7 +489,7 @@ def run_seeds(config, workdir: str, num_seeds: int, *, stop_after_epoch: int | N
     env, states, pool_state, programs = start(states, epoch, False)
   num_epochs_collect = int(extra["num_epochs_collect"])
 
-  clock = _CallClock(logger, log)
+  clock = _CallClock(logger, log, cfg.schedule.wm_updates_per_epoch + cfg.schedule.ac_updates_per_epoch)
   if num_epochs_collect < 0:
     while True:
       states, pool_state, _ = programs("collect", states, pool_state)

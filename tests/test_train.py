@@ -196,3 +196,15 @@ def test_corrupt_latest_checkpoint_falls_back(straight_run, tmp_path, capsys):
   assert os.listdir(os.path.join(workdir, "corrupt_checkpoints"))
   assert results["episode_returns"] == ref_results["episode_returns"]
   assert _same_tree(state.wm_params, ref_state.wm_params)
+
+
+def test_eta_uses_the_update_rate_not_the_long_first_epoch():
+  """After the first epoch (thousands of updates) the ETA is the remaining regular epochs' updates at the
+  measured rate, whatever that first epoch's length; without updates it falls back to seconds per epoch."""
+  first = {"perf/updates_per_s": 0.9}           # e.g. 450 updates in 500 s
+  regular = {"perf/updates_per_s": 0.9}         # 20 updates in 22 s
+  eta_first = loop.eta_seconds(first, 1, 55, 20, seconds_per_epoch=500.0)
+  eta_regular = loop.eta_seconds(regular, 1, 55, 20, seconds_per_epoch=22.2)
+  assert eta_first == eta_regular == pytest.approx(54 * 20 / 0.9)
+  assert loop.eta_seconds({}, 3, 5, 0, seconds_per_epoch=7.0) == 14.0
+  assert loop.eta_seconds(first, 55, 55, 20, seconds_per_epoch=500.0) == 0.0
