@@ -130,9 +130,10 @@ class _CallClock:
   """Host side of every compiled call of a run: wall time, time inside compiled calls, compile time; and
   the per-call bookkeeping (finite check, JSONL row, progress line) shared by `run` and `run_seeds`."""
 
-  def __init__(self, logger: MetricsLogger, log, updates_per_epoch: int):
+  def __init__(self, logger: MetricsLogger, log, cfg):
     self.logger, self.log = logger, log
-    self.updates_per_epoch = updates_per_epoch  # of a regular epoch, for the ETA
+    # Updates of a regular epoch, for the ETA.
+    self.updates_per_epoch = cfg.schedule.wm_updates_per_epoch + cfg.schedule.ac_updates_per_epoch
     self.start = time.time()
     self.compiled_s = 0.0
     self.compile_s = 0.0
@@ -209,7 +210,7 @@ def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print)
     env, state, phases = start_segment(state, cfg, segment=epoch, first=False, log=log)
   num_epochs_collect = int(extra["num_epochs_collect"])
 
-  clock = _CallClock(logger, log, cfg.schedule.wm_updates_per_epoch + cfg.schedule.ac_updates_per_epoch)
+  clock = _CallClock(logger, log, cfg)
   # 1. Initial collection.
   if num_epochs_collect < 0:
     while True:
@@ -489,7 +490,7 @@ def run_seeds(config, workdir: str, num_seeds: int, *, stop_after_epoch: int | N
     env, states, pool_state, programs = start(states, epoch, False)
   num_epochs_collect = int(extra["num_epochs_collect"])
 
-  clock = _CallClock(logger, log, cfg.schedule.wm_updates_per_epoch + cfg.schedule.ac_updates_per_epoch)
+  clock = _CallClock(logger, log, cfg)
   if num_epochs_collect < 0:
     while True:
       states, pool_state, _ = programs("collect", states, pool_state)
