@@ -108,8 +108,7 @@ def main(argv):
     rand_returns = [r for rs in rand["episode_returns_per_seed"].values() for r in rs]
     r_lo, r_hi = metrics.mean_ci(rand_returns, _NUM_BOOTSTRAP.value)
     entropy = [r["ac/policy_entropy"] for r in rows if "ac/policy_entropy" in r]
-    with envs.make_env(game, 1, 0, train=True) as env:
-      uniform = math.log2(env.num_actions)
+    uniform = math.log2(envs.num_actions(game))
     entropy_cell = f"{entropy[-1]:.3f} / {uniform:.3f}" if entropy else f"- / {uniform:.3f}"
     for res in results:
       ret = res["episode_returns"]

@@ -307,9 +307,7 @@ def _data_parallel_epochs(state, plan, cfg, mesh, phases, log):
 
 
 def _num_actions(cfg) -> int:
-  with envs.make_env(cfg.game, 1, 0, train=True, backend=cfg.env.backend,
-                     stochastic_frameskip=cfg.env.stochastic_frameskip) as env:
-    return int(env.num_actions)
+  return envs.num_actions(cfg.game, cfg.env.backend)
 
 
 def _summarise(metrics: dict, state, plan, dt: float) -> dict:

@@ -57,5 +57,12 @@ def make_env(game: str, num_envs: int, seed: int, *, train: bool, backend: str =
   return EnvpoolAtari(game, num_envs, seed, **kwargs)
 
 
+def num_actions(game: str, backend: str = "envpool") -> int:
+  """The size of `game`'s minimal action set (what the policy chooses from), read from a 1-env instance."""
+  with make_env(game, 1, 0, train=True, backend=backend) as env:
+    return int(env.num_actions)
+
+
 __all__ = ["AleVectorAtari", "AtariBatchEnv", "BACKENDS", "EnvState", "EnvpoolAtari", "GAMES",
-           "RawStep", "StepOutput", "StochasticAleAtari", "advance", "check_game", "make_env"]
+           "RawStep", "StepOutput", "StochasticAleAtari", "advance", "check_game", "make_env",
+           "num_actions"]
