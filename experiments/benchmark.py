@@ -53,7 +53,7 @@ def loop_benchmark(preset: str, game: str, epochs: int, updates: int | None, ini
   steady = rows[1:] or rows  # the first call's rate includes its first-use effects
   mean = lambda k: sum(r[k] for r in steady) / len(steady)
   last = rows[-1]
-  print(f"loop: env steps/s {mean('perf/env_steps_per_s'):.1f}, updates/s {mean('perf/updates_per_s'):.2f}, "
+  print(f"loop: env steps/s {mean('perf/env_steps_per_s'):.3g}, updates/s {mean('perf/updates_per_s'):.3g}, "
         f"seconds per epoch {mean('perf/seconds_per_epoch'):.1f} (mean of {len(steady)} calls after the first)")
   print(f"loop: {100 * last['perf/compiled_fraction']:.1f}% of {last['perf/wall_seconds']:.0f} s wall time "
         f"inside compiled calls, the rest on the host (compiles excluded: {last['perf/compile_seconds']:.0f} s)")
