@@ -26,20 +26,59 @@ def test_values_and_gradients_match_xla(kernel):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_looped_and_unrolled_weight_gradients_agree_with_a_python_loop():
+@pytest.mark.parametrize("strides,padding", [((1, 1), ((1, 1), (1, 1))), ((2, 2), ((1, 1), (1, 1))),
+                                             ((2, 1), ((0, 1), (2, 0)))])
+def test_looped_and_unrolled_weight_gradients_agree_with_a_python_loop(strides, padding):
   rng = np.random.default_rng(1)
-  x = rng.normal(size=(2, 6, 5, 3)).astype(np.float32)
-  dy = rng.normal(size=(2, 6, 5, 4)).astype(np.float32)
-  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  sh, sw = strides
+  x = rng.normal(size=(2, 7, 6, 3)).astype(np.float32)
+  xp = np.pad(x, ((0, 0),) + padding + ((0, 0),))
+  ho, wo = (xp.shape[1] - 3) // sh + 1, (xp.shape[2] - 3) // sw + 1
+  dy = rng.normal(size=(2, ho, wo, 4)).astype(np.float32)
   ref = np.zeros((3, 3, 3, 4), np.float32)
   for i in range(3):
     for j in range(3):
-      for a in range(6):
-        for b in range(5):
-          ref[i, j] += xp[:, a + i, b + j, :].T @ dy[:, a, b, :]
+      for a in range(ho):
+        for b in range(wo):
+          ref[i, j] += xp[:, sh * a + i, sw * b + j, :].T @ dy[:, a, b, :]
   for looped in (False, True):
-    got = jax.jit(conv.weight_grad, static_argnums=2, static_argnames="looped")(x, dy, (3, 3), looped=looped)
+    got = jax.jit(conv.weight_grad, static_argnums=2, static_argnames=("looped", "strides", "padding"))(
+        x, dy, (3, 3), looped=looped, strides=strides, padding=padding)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("strides,padding", [((2, 2), ((1, 1), (1, 1))), ((2, 2), "SAME"), ((1, 2), "VALID"),
+                                             ((1, 1), ((0, 2), (1, 1)))])
+def test_strided_and_padded_convolutions_match_xla(strides, padding):
+  """The stride-2 Downsample (and any other stride/padding) through the Flax hook: values and both gradients."""
+  rng = np.random.default_rng(2)
+  dn = ("NHWC", "HWIO", "NHWC")
+  x = jnp.asarray(rng.normal(size=(2, 9, 8, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 3, 5)), jnp.float32)
+  ours = lambda x, w: conv.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn)
+  xla = lambda x, w: jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=dn)
+  np.testing.assert_allclose(ours(x, w), xla(x, w), rtol=1e-5, atol=1e-5)
+  t = jnp.asarray(rng.normal(size=xla(x, w).shape), jnp.float32)
+  loss = lambda f: lambda x, w: jnp.sum(jnp.tanh(f(x, w)) * t)
+  got = jax.grad(loss(ours), argnums=(0, 1))(x, w)
+  ref = jax.grad(loss(xla), argnums=(0, 1))(x, w)
+  for a, b in zip(got, ref):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # the rewritten weight gradient is the one used: XLA's is a convolution whose output has the kernel's shape
+  kernel_shaped = lambda f: [e for e in _eqns(jax.make_jaxpr(jax.grad(loss(f), argnums=1))(x, w).jaxpr)
+                             if e.primitive.name == "conv_general_dilated" and e.outvars[0].aval.shape == w.shape]
+  assert kernel_shaped(xla) and not kernel_shaped(ours)
+
+
+def _eqns(jaxpr):
+  """Every equation of a jaxpr, sub-jaxprs (custom_vjp, loops) included."""
+  for e in jaxpr.eqns:
+    yield e
+    for v in e.params.values():
+      for sub in (v if isinstance(v, (list, tuple)) else [v]):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          yield from _eqns(inner)
 
 
 def test_large_inputs_take_the_looped_gradient(monkeypatch):
@@ -57,13 +96,15 @@ def test_large_inputs_take_the_looped_gradient(monkeypatch):
                              jax.grad(lambda w: jnp.sum(_xla_conv(x, w)))(w), rtol=1e-5)
 
 
-def test_flax_hook_routes_only_simple_convolutions():
-  x = jnp.ones((1, 8, 8, 2))
-  w = jnp.ones((3, 3, 2, 2))
+def test_flax_hook_leaves_dilated_and_grouped_convolutions_to_xla():
+  x = jnp.ones((1, 8, 8, 4))
   dn = ("NHWC", "HWIO", "NHWC")
-  same = conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn)
-  strided = conv.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=dn)
-  np.testing.assert_allclose(same, _xla_conv(x, w))
-  assert strided.shape == (1, 4, 4, 2)
-  np.testing.assert_allclose(
-      strided, jax.lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=dn))
+  dilated = jax.make_jaxpr(lambda x, w: conv.conv_general_dilated(
+      x, w, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=dn))(x, jnp.ones((3, 3, 4, 2)))
+  grouped = jax.make_jaxpr(lambda x, w: conv.conv_general_dilated(
+      x, w, (1, 1), "SAME", feature_group_count=2, dimension_numbers=dn))(x, jnp.ones((3, 3, 2, 2)))
+  for jaxpr in (dilated, grouped):
+    assert "custom_vjp_call" not in str(jaxpr)
+  routed = jax.make_jaxpr(lambda x, w: conv.conv_general_dilated(
+      x, w, (2, 2), "SAME", dimension_numbers=dn))(x, jnp.ones((3, 3, 4, 2)))
+  assert "custom_vjp_call" in str(routed)

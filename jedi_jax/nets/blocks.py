@@ -98,7 +98,7 @@ class SelfAttention2d(nn.Module):
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]   # [B, HW, heads, d]
     att = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(c // n_head)
     y = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(att, axis=-1), v).reshape(b, h, w, c)
-    out = nn.Conv(c, (1, 1), kernel_init=zeros_init, name="out_proj")(y)
+    out = nn.Conv(c, (1, 1), kernel_init=zeros_init, name="out_proj", conv_general_dilated=loop_friendly_conv)(y)
     return x + out
 
 
@@ -125,7 +125,8 @@ class Downsample(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                   kernel_init=nn.initializers.orthogonal(), name="conv")(x)
+                   kernel_init=nn.initializers.orthogonal(), name="conv",
+                   conv_general_dilated=loop_friendly_conv)(x)
 
 
 class Upsample(nn.Module):

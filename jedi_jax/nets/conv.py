@@ -10,11 +10,12 @@ inside loops"):
     inputs the taps are unrolled (fastest). Unrolled, XLA:CPU keeps every tap's shifted copy of the input
     alive, which made the paper-size batch-32 world-model update ask for a 30.7 GB buffer; above
     `LOOP_TAPS_ABOVE_BYTES` per input the taps run in a `fori_loop`, one shifted copy at a time (13.5 GB).
-  * input gradient: a forward convolution of the output gradient with the flipped, transposed kernel.
+  * input gradient: for stride 1 and SAME padding, a forward convolution of the output gradient with the
+    flipped, transposed kernel; otherwise (the stride-2 Downsample) XLA's own, which stays fast in loops.
 
-Values equal XLA's own gradients to float32 rounding (tests/test_conv.py). On GPU/TPU the plain XLA
-convolution and its gradients are used. Stride 1 and 'SAME' padding only (every 3x3/1x1 conv of the nets;
-strided convs keep XLA's gradient).
+The strided weight gradient mattered most: XLA's ran ~100x slower inside a loop (0.42 s vs 41 s for the
+encoder's first Downsample at paper sizes, batch 4). Values equal XLA's own gradients to float32 rounding
+(tests/test_conv.py). On GPU/TPU the plain XLA convolution and its gradients are used.
 """
 
 from __future__ import annotations
@@ -30,59 +31,84 @@ _DN = ("NHWC", "HWIO", "NHWC")
 LOOP_TAPS_ABOVE_BYTES = 64 * 2**20
 
 
-def _conv(x: jax.Array, w: jax.Array) -> jax.Array:
-  return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DN)
+Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
-@jax.custom_vjp
-def conv_same_cpu(x: jax.Array, w: jax.Array) -> jax.Array:
-  """x [N, H, W, C], w [kh, kw, C, O] (odd kh, kw) -> [N, H, W, O]; stride 1, SAME padding."""
-  return _conv(x, w)
+def _same_padding(kh: int, kw: int) -> Padding:
+  return ((kh // 2, kh // 2), (kw // 2, kw // 2))
 
 
-def _fwd(x, w):
-  return _conv(x, w), (x, w)
+def _conv(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: Padding) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_DN)
 
 
-def _bwd(res, dy):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_cpu(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: Padding) -> jax.Array:
+  """x [N, H, W, C], w [kh, kw, C, O] -> [N, H', W', O]; explicit padding ((top, bottom), (left, right))."""
+  return _conv(x, w, strides, padding)
+
+
+def _fwd(x, w, strides, padding):
+  return _conv(x, w, strides, padding), (x, w)
+
+
+def _bwd(strides, padding, res, dy):
   x, w = res
-  kh, kw, c, o = w.shape
-  # Input gradient: correlate dy with the spatially flipped kernel, in and out channels swapped.
-  dx = _conv(dy, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2))
+  kh, kw = w.shape[:2]
+  if tuple(strides) == (1, 1) and kh % 2 == kw % 2 == 1 and padding == _same_padding(kh, kw):
+    # Input gradient: correlate dy with the spatially flipped kernel, in and out channels swapped.
+    dx = _conv(dy, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2), (1, 1), padding)
+  else:  # XLA's own input gradient (a dilated convolution) stays fast inside loops; its weight gradient not
+    dx = jax.vjp(lambda x: _conv(x, w, strides, padding), x)[1](dy)[0]
   looped = x.size * x.dtype.itemsize > LOOP_TAPS_ABOVE_BYTES
-  dw = weight_grad(x, dy, (kh, kw), looped=looped)
+  dw = weight_grad(x, dy, (kh, kw), looped=looped, strides=strides, padding=padding)
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
-def weight_grad(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int], *, looped: bool) -> jax.Array:
-  """Gradient of a stride-1 SAME convolution w.r.t. its kernel: x [N, H, W, C], dy [N, H, W, O] -> [kh, kw, C, O].
+conv_cpu.defvjp(_fwd, _bwd)
 
-  One contraction of the shifted input with dy per kernel tap; `looped` runs the taps in a `fori_loop`, so
-  that only one shifted copy of x is alive (memory), instead of unrolled (speed).
+
+def conv_same_cpu(x: jax.Array, w: jax.Array) -> jax.Array:
+  """x [N, H, W, C], w [kh, kw, C, O] (odd kh, kw) -> [N, H, W, O]; stride 1, SAME padding."""
+  return conv_cpu(x, w, (1, 1), _same_padding(*w.shape[:2]))
+
+
+def weight_grad(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int], *, looped: bool,
+                strides: tuple[int, int] = (1, 1), padding: Padding | None = None) -> jax.Array:
+  """Gradient of a convolution w.r.t. its kernel: x [N, H, W, C], dy [N, H', W', O] -> [kh, kw, C, O].
+
+  One contraction of dy with the input window seen by each kernel tap (shifted, strided); `looped` runs the
+  taps in a `fori_loop`, so that only one window copy of x is alive (memory), instead of unrolled (speed).
+  `padding` defaults to SAME for an odd kernel.
   """
   kh, kw = kernel_hw
-  n, h, wd, c = x.shape
-  xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+  sh, sw = strides
+  (pt, pb), (pl, pr) = padding if padding is not None else _same_padding(kh, kw)
+  n, _, _, c = x.shape
+  _, ho, wo, o = dy.shape
+  xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  span_h, span_w = sh * (ho - 1) + 1, sw * (wo - 1) + 1  # rows/cols of xp one tap's window covers
+
+  def window(block):
+    return block[:, ::sh, ::sw, :]
+
   if not looped:
-    taps = [xp[:, i:i + h, j:j + wd, :] for i in range(kh) for j in range(kw)]
-    return jnp.stack([jnp.einsum("nhwc,nhwo->co", t, dy) for t in taps]).reshape(kh, kw, c, -1)
+    taps = [window(xp[:, i:i + span_h, j:j + span_w, :]) for i in range(kh) for j in range(kw)]
+    return jnp.stack([jnp.einsum("nhwc,nhwo->co", t, dy) for t in taps]).reshape(kh, kw, c, o)
 
   def tap(k, dw):
-    shifted = jax.lax.dynamic_slice(xp, (0, k // kw, k % kw, 0), (n, h, wd, c))
-    return dw.at[k].set(jnp.einsum("nhwc,nhwo->co", shifted, dy))
+    block = jax.lax.dynamic_slice(xp, (0, k // kw, k % kw, 0), (n, span_h, span_w, c))
+    return dw.at[k].set(jnp.einsum("nhwc,nhwo->co", window(block), dy))
 
-  dw = jnp.zeros((kh * kw, c, dy.shape[-1]), jnp.result_type(x, dy))
-  return jax.lax.fori_loop(0, kh * kw, tap, dw).reshape(kh, kw, c, -1)
-
-
-conv_same_cpu.defvjp(_fwd, _bwd)
+  dw = jnp.zeros((kh * kw, c, o), jnp.result_type(x, dy))
+  return jax.lax.fori_loop(0, kh * kw, tap, dw).reshape(kh, kw, c, o)
 
 
 def conv_same(x: jax.Array, w: jax.Array) -> jax.Array:
   """Stride-1 SAME convolution; the loop-friendly gradient on CPU, XLA's everywhere else."""
   if w.shape[0] % 2 == 1 and w.shape[1] % 2 == 1 and jax.default_backend() == "cpu":
     return conv_same_cpu(x, w)
-  return _conv(x, w)
+  return _conv(x, w, (1, 1), _same_padding(*w.shape[:2]))
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -90,21 +116,19 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          precision=None, preferred_element_type=None):
   """Drop-in for `lax.conv_general_dilated` (Flax's `nn.Conv(conv_general_dilated=...)` hook).
 
-  Routes stride-1, undilated, ungrouped NHWC/HWIO convolutions with 'SAME'-equivalent padding to
-  `conv_same`; everything else goes to XLA unchanged.
+  On CPU, routes undilated, ungrouped NHWC/HWIO convolutions (any stride and padding) to `conv_cpu`;
+  everything else, and every convolution on GPU/TPU, goes to XLA unchanged.
   """
-  kh, kw = rhs.shape[0], rhs.shape[1]
-  same_pad = ((kh // 2, kh // 2), (kw // 2, kw // 2))
-  pad_ok = (padding == "SAME" or (padding == "VALID" and kh == kw == 1)
-            or (not isinstance(padding, str) and tuple(map(tuple, padding)) == same_pad))
-  simple = (lhs.ndim == 4 and tuple(window_strides) == (1, 1) and feature_group_count == 1
-            and batch_group_count == 1 and not any(d not in (None, 1) and tuple(d) != (1, 1)
-                                                   for d in (lhs_dilation, rhs_dilation))
-            and preferred_element_type is None and kh % 2 == 1 and kw % 2 == 1
+  simple = (lhs.ndim == 4 and feature_group_count == 1 and batch_group_count == 1
+            and not any(d not in (None, 1) and tuple(d) != (1, 1) for d in (lhs_dilation, rhs_dilation))
+            and preferred_element_type is None and precision is None
             and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DN)
             == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers))
-  if simple and pad_ok:
-    return conv_same(lhs, rhs)
+  if simple and jax.default_backend() == "cpu":
+    strides = tuple(int(v) for v in window_strides)
+    if isinstance(padding, str):
+      padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
+    return conv_cpu(lhs, rhs, strides, tuple(tuple(int(v) for v in p) for p in padding))
   return jax.lax.conv_general_dilated(
       lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
       dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
