@@ -108,3 +108,20 @@ def test_flax_hook_leaves_dilated_and_grouped_convolutions_to_xla():
   routed = jax.make_jaxpr(lambda x, w: conv.conv_general_dilated(
       x, w, (2, 2), "SAME", dimension_numbers=dn))(x, jnp.ones((3, 3, 4, 2)))
   assert "custom_vjp_call" in str(routed)
+
+
+@pytest.mark.parametrize("kind", ["jedi", "diamond"])
+def test_every_conv_of_the_world_model_takes_the_rewritten_gradient(kind):
+  """No kernel gradient of the world-model loss is XLA's convolution (slow inside the epoch's loop on CPU):
+  a conv layer without the `conv_general_dilated` hook would show up here."""
+  from test_world_model import make_batch, tiny_config
+  from jedi_jax import world_model as wm
+  config = tiny_config(kind)
+  params = wm.init_world_model(config, 4, jax.random.PRNGKey(0))
+  kernels = {x.shape for x in jax.tree.leaves(params) if x.ndim == 4}
+  assert kernels  # the nets have conv kernels at all
+  batch = make_batch(config)
+  loss = lambda p: wm.world_model_loss(p, batch, jax.random.PRNGKey(1), config)[0]
+  eqns = list(_eqns(jax.make_jaxpr(jax.grad(loss))(params).jaxpr))
+  convs = [e for e in eqns if e.primitive.name == "conv_general_dilated"]
+  assert convs and not [e for e in convs if e.outvars[0].aval.shape in kernels]
