@@ -104,13 +104,6 @@ def weight_grad(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int], *, loop
   return jax.lax.fori_loop(0, kh * kw, tap, dw).reshape(kh, kw, c, o)
 
 
-def conv_same(x: jax.Array, w: jax.Array) -> jax.Array:
-  """Stride-1 SAME convolution; the loop-friendly gradient on CPU, XLA's everywhere else."""
-  if w.shape[0] % 2 == 1 and w.shape[1] % 2 == 1 and jax.default_backend() == "cpu":
-    return conv_same_cpu(x, w)
-  return _conv(x, w, (1, 1), _same_padding(*w.shape[:2]))
-
-
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None):
