@@ -47,7 +47,10 @@ def atari100k() -> ml_collections.ConfigDict:
   c.wm.encoder_channels = (32, 32, 32, 16)
   c.wm.encoder_depths = (2, 2, 2, 2)
   c.wm.encoder_down = (1, 1, 1, 0)
-  c.wm.latent_clamp = True             # C(z) = 3 tanh(z / 3) (paper; ablated)
+  c.wm.latent_clamp = True             # encoder output C(z) = 3 tanh(z / 3) (paper; ablated)
+  # Denoised latent estimates (sampler steps, own-prediction switch): "clip" to [-3, 3] (idempotent: an exact
+  # prediction passes unchanged; ours, docs/design.md), "tanh" (C again: shrinks exact predictions), "none".
+  c.wm.prediction_clamp = "clip"
   # Latent denoiser D_theta (paper: 1-level U-Net, 160 channels, no downsampling).
   c.wm.denoiser_channels = (160,)
   c.wm.denoiser_depths = (2,)             # 2: JEDI total ~13.5M with a ~2M actor-critic (world_model.py)
@@ -250,6 +253,8 @@ def validate(config) -> None:
       (c.wm.kind in ("jedi", "diamond"), f"wm.kind must be 'jedi' or 'diamond', got {c.wm.kind!r}"),
       (c.env.backend in ("envpool", "ale"), f"env.backend must be 'envpool' or 'ale', got {c.env.backend!r}"),
       (c.env.step_path in ("xla", "host"), f"env.step_path must be 'xla' or 'host', got {c.env.step_path!r}"),
+      (c.wm.prediction_clamp in ("clip", "tanh", "none"),
+       f"wm.prediction_clamp must be 'clip', 'tanh' or 'none', got {c.wm.prediction_clamp!r}"),
       (c.sampler.order in (1, 2), f"sampler.order must be 1 (Euler) or 2 (Heun), got {c.sampler.order}"),
       (c.sampler.num_steps >= 1, f"sampler.num_steps must be >= 1, got {c.sampler.num_steps}"),
       (c.optim.batch_size >= 1, f"optim.batch_size must be >= 1, got {c.optim.batch_size}"),

@@ -80,6 +80,28 @@ def clamp_latent(z: jax.Array) -> jax.Array:
   return LATENT_CLAMP * jnp.tanh(z / LATENT_CLAMP)
 
 
+PREDICTION_CLAMPS = ("clip", "tanh", "none")
+
+
+def clamp_prediction(d: jax.Array, kind: str) -> jax.Array:
+  """Bounds a denoised latent estimate to the encoder's range (wm.prediction_clamp).
+
+  "clip": clip(d, -3, 3), idempotent on the encoder's range, so a latent the denoiser predicts exactly
+          passes through sampling and the own-prediction switch unchanged (the latent analogue of DIAMOND's
+          clip of denoised frames to [-1, 1]); the default (docs/design.md, "Where the clamp sits").
+  "tanh": C(d) = 3 tanh(d / 3) again, on top of targets that already are C(E(x)): not idempotent, a perfect
+          prediction y comes out shrunk (3.5% at |y| = 1, 13% at 2, 23% at 2.9). Kept for ablation.
+  "none": the raw estimate.
+  """
+  if kind == "clip":
+    return jnp.clip(d, -LATENT_CLAMP, LATENT_CLAMP)
+  if kind == "tanh":
+    return clamp_latent(d)
+  if kind == "none":
+    return d
+  raise ValueError(f"unknown wm.prediction_clamp {kind!r}; valid: {', '.join(PREDICTION_CLAMPS)}")
+
+
 def _encoder_net(config) -> Encoder:
   wm = config.wm
   return Encoder(tuple(wm.encoder_channels), tuple(wm.encoder_depths), tuple(wm.encoder_down))
@@ -194,11 +216,14 @@ def encode(params, obs: jax.Array, config, frame_mask: jax.Array | None = None) 
   return z.reshape(lead + z.shape[1:])
 
 
-def _finalize_denoised(d: jax.Array, config) -> jax.Array:
-  """Pixels: quantise (DIAMOND wrap_model_output); latents: clamp C(.) when wm.latent_clamp."""
+def finalize_denoised(d: jax.Array, config) -> jax.Array:
+  """What every denoised estimate becomes before it is used (sampler steps, the own-prediction switch).
+
+  Pixels: quantised (DIAMOND wrap_model_output). Latents: `clamp_prediction` with wm.prediction_clamp.
+  """
   if config.wm.kind == "diamond":
     return diffusion.quantize_pixels(d)
-  return clamp_latent(d) if config.wm.latent_clamp else d
+  return clamp_prediction(d, config.wm.prediction_clamp)
 
 
 def denoise(params, noisy: jax.Array, sigma: jax.Array, cond: jax.Array, cond_actions: jax.Array, config):
@@ -216,7 +241,7 @@ def denoise(params, noisy: jax.Array, sigma: jax.Array, cond: jax.Array, cond_ac
   out = net.apply({"params": params["denoiser"]}, noisy * c_in[:, None, None, None], c_noise,
                   cond / wm.sigma_data, cond_actions)
   denoised = c_skip[:, None, None, None] * noisy + c_out[:, None, None, None] * out
-  return out, _finalize_denoised(denoised, config)
+  return out, finalize_denoised(denoised, config)
 
 
 def sample_next(params, cond: jax.Array, cond_actions: jax.Array, key: jax.Array, config) -> jax.Array:
@@ -224,14 +249,19 @@ def sample_next(params, cond: jax.Array, cond_actions: jax.Array, key: jax.Array
 
   cond [B, num_cond, *S], cond_actions [B, num_cond] int -> [B, *S].
   """
-  s = config.sampler
   b = cond.shape[0]
-  sigmas = diffusion.karras_sigmas(s.num_steps, s.sigma_min, s.sigma_max, s.rho)
 
   def denoise_fn(x, sigma):
     return denoise(params, x, jnp.full((b,), sigma), cond, cond_actions, config)[1]
 
-  return diffusion.sample(denoise_fn, key, (b,) + cond.shape[2:], sigmas, order=s.order, s_churn=s.s_churn,
+  return sample_with(denoise_fn, key, (b,) + cond.shape[2:], config)
+
+
+def sample_with(denoise_fn, key: jax.Array, shape: tuple, config) -> jax.Array:
+  """config.sampler's sampler around `denoise_fn(x [*shape], sigma) -> finalised estimate [*shape]`."""
+  s = config.sampler
+  sigmas = diffusion.karras_sigmas(s.num_steps, s.sigma_min, s.sigma_max, s.rho)
+  return diffusion.sample(denoise_fn, key, shape, sigmas, order=s.order, s_churn=s.s_churn,
                           s_tmin=s.s_tmin, s_tmax=s.s_tmax, s_noise=s.s_noise)
 
 
