@@ -82,6 +82,9 @@ def actor_critic_loss(ac_params, trajectory: Trajectory, config) -> tuple[jax.Ar
       "loss_entropy": loss_entropy,
       "loss_total": loss,
       "imagined_reward": trajectory.rewards.mean(),
+      # Compare with collect/reward_rate_{pos,neg}: an agent cannot learn from rewards it never imagines.
+      "imagined_reward_rate_pos": (trajectory.rewards > 0).astype(jnp.float32).mean(),
+      "imagined_reward_rate_neg": (trajectory.rewards < 0).astype(jnp.float32).mean(),
       "imagined_end_rate": trajectory.ends.astype(jnp.float32).mean(),
       "lambda_return": returns.mean(),
       "value": values.mean(),

@@ -9,6 +9,7 @@ Presets are functions returning a fresh config:
   * `atari100k()` - the paper's protocol and sizes (the default for real runs).
   * `cpu()`       - a reduced budget for learning results on a 2-core CPU (~35 min per seed).
   * `debug()`     - tiny networks and budgets; trains end-to-end on a 2-core CPU in about two minutes.
+  * `catch()`     - the Catch learning testbed (pure-JAX env): learns in minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def atari100k() -> ml_collections.ConfigDict:
 
   # --- Environment (spec section 2) -----------------------------------------------------------
   c.env = ml_collections.ConfigDict()
-  c.env.backend = "envpool"            # "envpool" | "ale"
+  c.env.backend = "envpool"            # "envpool" | "ale" | "jax" (pure-JAX games: Catch)
   c.env.step_path = "xla"              # "xla": envpool step inside the compiled epoch; "host": Python step
   c.env.num_envs = 1                   # DIAMOND collects with 1 train env
   c.env.stochastic_frameskip = False   # stochastic-Atari variant (2605.13013): frame skip ~ U{2..6}
@@ -145,10 +146,9 @@ def atari100k() -> ml_collections.ConfigDict:
   c.run = ml_collections.ConfigDict()
   c.run.checkpoint_every = 50          # epochs
   c.run.checkpoints_to_keep = 3
-  # Re-create the train envs after every checkpoint (seeded by epoch) so that a resumed run is bit-identical
-  # to a straight one; costs one recompile of the epoch program per checkpoint (envpool's XLA step is bound
-  # to its pool). False: one env for the whole run, resumes re-create it (not bit-identical).
-  c.run.env_segments = True
+  # Segments of the world-model probe run once per epoch (wm/action_sensitivity, wm/sampled_latent_std, ...;
+  # docs/metrics.md); 0 turns it off. It changes no state, so results do not depend on it.
+  c.run.probe_batch_size = 4
   return c
 
 
@@ -232,11 +232,54 @@ def cpu() -> ml_collections.ConfigDict:
   c.schedule.ac_updates_first_epoch = 150
   c.schedule.num_final_epochs = 5
   c.schedule.epochs_per_call = 5
-  c.run.checkpoint_every = 10         # a killed run loses at most ~15 min (each checkpoint recompiles, ~1.5 min)
+  c.run.checkpoint_every = 10         # a killed run loses at most ~15 min
   return c
 
 
-PRESETS = {"atari100k": atari100k, "cpu": cpu, "debug": debug}
+def catch() -> ml_collections.ConfigDict:
+  """The Catch learning testbed (bsuite's rules, `jedi_jax/envs/catch.py`) sized for a 2-core CPU.
+
+  The whole agent and protocol are those of the other presets (epsilon-greedy collection at 0.01, 100 test
+  games at epsilon 0, EDM and the 3-step sampler, the objective and its switches); only the sizes and the
+  budget are cut, from measurements on this CPU (docs/results.md, "Catch").
+  """
+  c = cpu()
+  c.preset = "catch"
+  c.game = "Catch"
+  c.env.backend = "jax"                # the env step is a pure function inside the compiled epoch
+  c.env.max_episode_steps = 1_000      # a Catch game lasts 9 steps; the cap never binds
+  c.wm.encoder_channels = (8, 8, 8, 16)
+  c.wm.encoder_depths = (1, 1, 1, 1)
+  c.wm.denoiser_channels = (32,)
+  c.wm.denoiser_depths = (1,)
+  c.wm.denoiser_cond_channels = 32
+  c.wm.pixel_channels = (8, 8, 8, 8)
+  c.wm.pixel_depths = (1, 1, 1, 1)
+  c.wm.pixel_cond_channels = 32
+  c.wm.rew_end_channels = (8, 8, 8, 8)
+  c.wm.rew_end_depths = (1, 1, 1, 1)
+  c.wm.rew_end_cond_channels = 16
+  c.wm.rew_end_lstm_dim = 64
+  c.ac.channels = (8, 8, 16, 16)
+  c.ac.latent_channels = (16, 16)
+  c.ac.lstm_dim = 64
+  c.optim.batch_size = 16
+  c.replay.capacity = 4_200
+  c.schedule.total_env_steps = 4_000
+  c.schedule.initial_min_steps = 1_000
+  c.schedule.initial_max_steps = 1_000
+  c.schedule.initial_reward_threshold = 1
+  c.schedule.wm_updates_per_epoch = 50
+  c.schedule.ac_updates_per_epoch = 50
+  c.schedule.wm_updates_first_epoch = 500
+  c.schedule.ac_updates_first_epoch = 250
+  c.schedule.num_final_epochs = 5
+  c.schedule.epochs_per_call = 5
+  c.run.checkpoint_every = 10
+  return c
+
+
+PRESETS = {"atari100k": atari100k, "catch": catch, "cpu": cpu, "debug": debug}
 
 
 def get_config(preset: str = "atari100k") -> ml_collections.ConfigDict:
@@ -251,7 +294,8 @@ def validate(config) -> None:
   c = config
   checks = [
       (c.wm.kind in ("jedi", "diamond"), f"wm.kind must be 'jedi' or 'diamond', got {c.wm.kind!r}"),
-      (c.env.backend in ("envpool", "ale"), f"env.backend must be 'envpool' or 'ale', got {c.env.backend!r}"),
+      (c.env.backend in ("envpool", "ale", "jax"),
+       f"env.backend must be 'envpool', 'ale' or 'jax' (pure-JAX games such as Catch), got {c.env.backend!r}"),
       (c.env.step_path in ("xla", "host"), f"env.step_path must be 'xla' or 'host', got {c.env.step_path!r}"),
       (c.wm.prediction_clamp in ("clip", "tanh", "none"),
        f"wm.prediction_clamp must be 'clip', 'tanh' or 'none', got {c.wm.prediction_clamp!r}"),
@@ -286,9 +330,17 @@ def to_dict(config) -> dict:
   return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
+# Fields that cannot change a run's results (resume is exact at any checkpoint interval): not hashed.
+UNHASHED_FIELDS = (("run", "checkpoint_every"), ("run", "checkpoints_to_keep"))
+
+
 def config_hash(config) -> str:
-  """Short stable hash of the whole config (seed included): identifies a run's settings."""
-  blob = json.dumps(to_dict(config), sort_keys=True).encode()
+  """Short stable hash of the config (seed included, `UNHASHED_FIELDS` excluded): identifies the settings
+  that determine a run's results."""
+  d = to_dict(config)
+  for section, field in UNHASHED_FIELDS:
+    d.get(section, {}).pop(field, None)
+  blob = json.dumps(d, sort_keys=True).encode()
   return hashlib.sha256(blob).hexdigest()[:12]
 
 

@@ -1,38 +1,41 @@
-"""The host loop: build envs and the compiled epoch programs, call them, log, checkpoint, evaluate.
+"""The host loop: one driver for a run of one seed or of K packed seeds, on one device or data parallel.
 
-Nothing numerical happens here; it sequences the pure functions of `jedi_jax.train`:
+Nothing numerical happens here; it calls the compiled programs of `jedi_jax.train` along the schedule of
+`jedi_jax.schedule`, logs, checkpoints, and finally evaluates (`jedi_jax.evaluate`):
 
   1. initial collection (untrained policy) in chunks of `steps_per_epoch`, until DIAMOND's stopping rule;
   2. epoch 1 with the long first-epoch update counts;
   3. regular epochs, K per compiled call, until 100k env steps are collected;
   4. the final update-only epochs;
-  5. `num_test_episodes` full games with the test env (epsilon 0), written to `results.json`.
+  5. `num_test_episodes` full games with the test env (epsilon 0), written to `results.json` (`run_files`).
 
-Segments and exact resume: envpool cannot snapshot its emulators, so a checkpoint cannot hold the env. Instead
-every checkpoint ends an env *segment*: the open training episodes are truncated in the replay and the train
-envs are re-created with a seed folded from (run seed, epoch). A resumed run restores the checkpoint and
-starts the same next segment, so it replays the straight run bit for bit.
+The train envs are created once per process and a checkpoint never touches them: games run across
+checkpoints, and each program is compiled once per process (envpool's XLA step is bound to its pool, so a
+new pool would mean a new program). A resumed run creates the envs again and re-steps them with the
+replay's actions up to the checkpoint (`jedi_jax.resume`), so it continues exactly like an uninterrupted
+run, whatever `run.checkpoint_every`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import math
 import os
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jedi_jax import agent
 from jedi_jax import checkpoint as ckpt_lib
 from jedi_jax import config as config_lib
+from jedi_jax import diagnostics
 from jedi_jax import envs
+from jedi_jax import evaluate as evaluate_lib
 from jedi_jax import parallel
-from jedi_jax import replay as replay_lib
+from jedi_jax import resume
+from jedi_jax import run_files
+from jedi_jax import schedule
 from jedi_jax import train
 from jedi_jax.logs import MetricsLogger, describe_compiled
 
@@ -41,42 +44,52 @@ class TrainingError(RuntimeError):
   """Training cannot go on (e.g. a NaN loss); the last good checkpoint is kept."""
 
 
-def env_seed(seed: int, segment: int, num_envs: int) -> int:
-  """Seed of the first train env of an env segment (the segment starts at epoch `segment`); env i gets
-  seed + i. Linear in `seed` with slope `num_envs`, so one pool of K x E envs seeded for seed s gives seed
-  s + k exactly the envs of a single run with that seed (many-seed training)."""
-  return (segment * 1_000_003 + seed * num_envs) % (2**31 - 1)
+def env_seed(seed: int, num_envs: int) -> int:
+  """Seed of the first train env of a run; env i gets seed + i. Linear in `seed` with slope `num_envs`, so
+  one pool of K x E envs seeded for seed s gives seed s + k exactly the envs of a single run with that seed
+  (packed seeds)."""
+  return (seed * num_envs) % (2**31 - 1)
 
 
-def test_env_seed(seed: int, num_envs: int) -> int:
-  """Seed of the first test env (disjoint from the train env seeds in practice)."""
-  return (2**30 + seed * num_envs) % (2**31 - 1)
-
-
-def make_train_env(config, segment: int, num_seeds: int = 1):
+def make_train_env(config, num_seeds: int = 1):
+  """The train envs of a run (of `num_seeds` packed seeds): created once per process."""
   return envs.make_env(
-      config.game, config.env.num_envs * num_seeds, env_seed(config.seed, segment, config.env.num_envs),
+      config.game, config.env.num_envs * num_seeds, env_seed(config.seed, config.env.num_envs),
       train=True,
       backend=config.env.backend, stochastic_frameskip=config.env.stochastic_frameskip,
       max_episode_steps=config.env.max_episode_steps, noop_max=config.env.noop_max)
 
 
-class Phases:
-  """The compiled programs of one env segment (they embed that segment's env step).
+def _collect_one_seed(state, env_state, config, env_step):
+  """`train.initial_collect_chunk` with the env state outside the TrainState (the packed seeds' signature)."""
+  state, metrics = train.initial_collect_chunk(state.replace(env_state=env_state), config, env_step)
+  return state.replace(env_state=None), state.env_state, metrics
 
-  Two programs: the initial-collection chunk and `run_epochs`, whose epoch count, env steps and update
+
+def _epochs_one_seed(state, env_state, plan, config, env_step):
+  """`train.run_epochs` with the env state outside the TrainState (the packed seeds' signature)."""
+  state, metrics = train.run_epochs(state.replace(env_state=env_state), plan, config, env_step)
+  return state.replace(env_state=None), state.env_state, metrics
+
+
+class Phases:
+  """The compiled programs of a process (they embed its train envs' step).
+
+  `collect` (an initial-collection chunk), `epochs` (`run_epochs`: its epoch count, env steps and update
   counts are traced, so the first epoch, the regular epochs and the final update-only epochs all run the
-  same executable. Each is compiled ahead of time on first use; its FLOPs, memory and compile time are
-  printed then.
+  same executable) and, on resume, `restep`. Each takes `(states, env_state, ...)` and returns
+  `(states, env_state, ...)`, for one seed or K packed seeds alike. Each is compiled ahead of time on
+  first use; its FLOPs, memory and compile time are printed then, once per process.
   """
 
   def __init__(self, config, env_step: Callable, log=print, *, many_seeds: bool = False):
     self.log = log
     collect, epochs = ((train.initial_collect_chunk_many, train.run_epochs_many) if many_seeds
-                       else (train.initial_collect_chunk, train.run_epochs))
+                       else (_collect_one_seed, _epochs_one_seed))
     self._fns = {
         "collect": functools.partial(collect, config=config, env_step=env_step),
         "epochs": functools.partial(epochs, config=config, env_step=env_step),
+        "restep": functools.partial(resume.restep, env_step=env_step),
     }
     self._compiled = {}
     self.last_compile_s = 0.0
@@ -98,16 +111,17 @@ class Phases:
     return out
 
 
-def start_segment(state: train.TrainState, config, segment: int, *, first: bool, log=print):
-  """Truncates open episodes (unless this is the run's first segment) and attaches fresh train envs."""
-  env = make_train_env(config, segment)
-  env_state, env_step = env.functional(config.env.step_path)  # resets the envs
-  obs = jnp.copy(env_state.obs)  # a buffer of its own: the state is donated to the compiled calls
-  if not first:
-    state = state.replace(replay=replay_lib.truncate_open_episodes(state.replay, state.obs))
-  state = state.replace(
-      env_state=env_state, obs=jnp.asarray(obs), is_first=jnp.ones((obs.shape[0],), bool))
-  return env, _unalias(state), Phases(config, env_step, log)
+def restore_envs(states: train.TrainState, env_state, programs: Phases, where: str, log=print):
+  """Re-steps the freshly created train envs (`env_state`) through every step the replay recorded, checking
+  each frame (`jedi_jax.resume`); returns their state at the checkpoint or raises `resume.ResumeError`."""
+  replay = states.replay
+  num_rows, capacity = int(np.ravel(replay.t)[0]), replay.act.shape[-1]
+  resume.check_replay_holds_every_step(num_rows, capacity, where)
+  env_state, bad, what = programs("restep", env_state, replay, states.obs)
+  resume.check_restepped(bad, what, num_rows, where)
+  log(f"re-stepped the train envs through the {num_rows} recorded steps per env in "
+      f"{programs.last_call_s:.1f}s: every frame matches the replay")
+  return env_state
 
 
 def _unalias(tree):
@@ -128,7 +142,7 @@ def _unalias(tree):
 
 class _CallClock:
   """Host side of every compiled call of a run: wall time, time inside compiled calls, compile time; and
-  the per-call bookkeeping (finite check, JSONL row, progress line) shared by `run` and `run_seeds`."""
+  the per-call bookkeeping (finite check, JSONL row, progress line)."""
 
   def __init__(self, logger: MetricsLogger, log, cfg):
     self.logger, self.log = logger, log
@@ -156,8 +170,11 @@ class _CallClock:
     row["perf/wall_seconds"] = wall                                       # compiles excluded
     row["perf/compile_seconds"] = self.compile_s
     self.logger.write(epoch, row)
+    warning = diagnostics.collapse_warning(row)
+    if warning:
+      self.log(warning)
     self.log(_progress_line(row, epoch, total_epochs,
-                            eta_seconds(row, epoch, total_epochs, self.updates_per_epoch, dt / plan[0])))
+                            schedule.eta_seconds(row, epoch, total_epochs, self.updates_per_epoch, dt / plan[0])))
     return epoch
 
 
@@ -177,268 +194,10 @@ def train_and_evaluate(config, workdir: str, *, log=print) -> dict:
 
 
 def run(config, workdir: str, *, stop_after_epoch: int | None = None, log=print):
-  """Runs (or resumes) a training run; returns (final TrainState, results), or None when stopped early.
-
-  `stop_after_epoch` stops right after the checkpoint at that epoch (used to test exact resume).
-  """
-  cfg = config_lib.freeze(config)
-  envs.check_game(cfg.game)  # before touching the workdir
-  resumed = ckpt_lib.check_or_write_config(workdir, config)
-  checkpointer = ckpt_lib.Checkpointer(workdir, cfg.run.checkpoints_to_keep)
-  logger = MetricsLogger(workdir, enabled=parallel.is_main_process())
-  s = cfg.schedule
-  mesh = None if cfg.parallel.num_devices == 1 else parallel.make_mesh(cfg.parallel.num_devices)
-  num_devices = 1 if mesh is None else mesh.devices.size
-  log(f"jedi_jax: game={cfg.game} seed={cfg.seed} preset={cfg.preset} wm={cfg.wm.kind} "
-      f"platform={jax.devices()[0].platform} devices used={num_devices} of {jax.device_count()} "
-      f"global batch={cfg.optim.batch_size} per device={cfg.optim.batch_size // num_devices} workdir={workdir}")
-  if mesh is not None:
-    parallel.per_device_batch(cfg.optim.batch_size, mesh)  # validates before any work
-
-  # Template state (also the fresh state of a new run).
-  env, state, phases = start_segment(
-      train.init_train_state(
-          cfg, _num_actions(cfg), jax.random.PRNGKey(cfg.seed), env_state=None,
-          obs=np.zeros((cfg.env.num_envs, 64, 64, 3), np.uint8)),
-      cfg, segment=0, first=True, log=log)
-  extra = {"num_epochs_collect": np.int64(-1)}
-  restored = checkpointer.restore_latest(state, extra) if resumed else None
-  if restored is not None:
-    epoch, state, extra = restored
-    log(f"resumed from the checkpoint at epoch {epoch} ({int(state.env_steps)} env steps)")
-    env.close()
-    env, state, phases = start_segment(state, cfg, segment=epoch, first=False, log=log)
-  num_epochs_collect = int(extra["num_epochs_collect"])
-
-  clock = _CallClock(logger, log, cfg)
-  # 1. Initial collection.
-  if num_epochs_collect < 0:
-    while True:
-      state, _ = phases("collect", state)
-      clock.add(phases)
-      steps = int(state.env_steps)
-      minority = int(train.minority_reward_count(state.replay))
-      if steps >= s.initial_min_steps and (minority >= s.initial_reward_threshold or steps >= s.initial_max_steps):
-        break
-    log(f"initial collection: {steps} env steps, {minority} transitions of minority reward classes")
-    remaining = s.total_env_steps - steps
-    num_epochs_collect = max(0, math.ceil(remaining / s.steps_per_epoch))
-    extra = {"num_epochs_collect": np.int64(num_epochs_collect)}
-  total_epochs = num_epochs_collect + s.num_final_epochs
-
-  # 2-4. Epochs.
-  while int(state.epoch) < total_epochs:
-    epoch = int(state.epoch)
-    plan = epoch_plan(epoch, num_epochs_collect, total_epochs, cfg)
-    t0 = time.time()
-    if mesh is None:
-      state, metrics = phases("epochs", state, train.make_plan(*plan))
-    else:
-      state, metrics = _data_parallel_epochs(state, plan, cfg, mesh, phases, log)
-    done = clock.record(metrics, state, plan, t0, phases, total_epochs)
-    if done % cfg.run.checkpoint_every == 0 or done == total_epochs:
-      checkpointer.save(done, state, extra)
-      if stop_after_epoch is not None and done >= stop_after_epoch:
-        env.close()
-        logger.close()
-        return None
-      if done < num_epochs_collect and cfg.run.env_segments:
-        env.close()
-        env, state, phases = start_segment(state, cfg, segment=done, first=False, log=log)
-  env.close()
-  train_seconds = time.time() - clock.start
-  if mesh is not None:  # evaluation acts on one device (the env step never enters the mesh)
-    state = jax.device_put(state, jax.devices()[0])
-
-  # 5. Evaluation.
-  returns = evaluate(state, cfg, num_episodes=cfg.env.num_test_episodes)
-  results = _results(cfg, state, returns, train_seconds)
-  if parallel.is_main_process():
-    write_results(workdir, results)
-  logger.write(int(state.epoch), {"test/return_mean": results["score"], "test/return_std": results["score_std"]})
-  logger.close()
-  log(f"final score ({len(returns)} test episodes): {results['score']:.2f} +- {results['score_std']:.2f}")
-  return state, results
-
-
-def epoch_plan(epoch: int, num_epochs_collect: int, total_epochs: int, cfg) -> tuple[int, int, int, int]:
-  """(epochs, env steps per epoch, wm updates, ac updates) of the next call, starting after `epoch`.
-
-  Epoch 1 is DIAMOND's long first epoch; a call never crosses a checkpoint or the end of collection.
-  """
-  s = cfg.schedule
-  if epoch == 0:
-    return (1, s.steps_per_epoch, s.wm_updates_first_epoch, s.ac_updates_first_epoch)
-  collecting = epoch < num_epochs_collect
-  boundary = num_epochs_collect if collecting else total_epochs
-  next_ckpt = (epoch // cfg.run.checkpoint_every + 1) * cfg.run.checkpoint_every
-  n = min(s.epochs_per_call, boundary - epoch, next_ckpt - epoch)
-  return (n, s.steps_per_epoch if collecting else 0, s.wm_updates_per_epoch, s.ac_updates_per_epoch)
-
-
-def _results(cfg, state, returns, train_seconds: float) -> dict:
-  return {
-      "game": cfg.game, "seed": int(cfg.seed), "score": float(np.mean(returns)),
-      "score_std": float(np.std(returns)), "config_hash": config_lib.config_hash(cfg),
-      "preset": cfg.preset, "wm_kind": cfg.wm.kind, "num_test_episodes": len(returns),
-      "episode_returns": [float(r) for r in returns], "env_steps": int(state.env_steps),
-      "epochs": int(state.epoch), "train_seconds": round(train_seconds, 1),
-  }
-
-
-def _data_parallel_epochs(state, plan, cfg, mesh, phases, log):
-  """`plan[0]` epochs, each a collect call on device 0 and an update call on the mesh (parallel.py)."""
-  if phases.data_parallel is None:
-    phases.data_parallel = parallel.DataParallelEpoch(cfg, mesh, phases.env_step)
-  env_state = state.env_state
-  state = parallel.replicate(state.replace(env_state=None), mesh)
-  sums, t_collect, t_update = None, 0.0, 0.0
-  num_epochs, collect_steps, wm_updates, ac_updates = plan
-  for _ in range(num_epochs):
-    state, env_state, metrics, tc, tu = phases.data_parallel(
-        state, env_state, train.make_plan(1, collect_steps, wm_updates, ac_updates), collect=collect_steps > 0)
-    t_collect, t_update = t_collect + tc, t_update + tu
-    sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-  metrics = {k: v if k.startswith("collect/") else v / num_epochs for k, v in sums.items()}
-  phases.last_compile_s, phases.last_call_s = 0.0, t_collect + t_update
-  metrics["perf/collect_call_seconds"] = jnp.asarray(t_collect / num_epochs)
-  metrics["perf/update_call_seconds"] = jnp.asarray(t_update / num_epochs)
-  return state.replace(env_state=env_state), metrics
-
-
-def _num_actions(cfg) -> int:
-  return envs.num_actions(cfg.game, cfg.env.backend)
-
-
-def _summarise(metrics: dict, state, plan, dt: float) -> dict:
-  """One JSONL row per host call: mean losses, collection and speed figures."""
-  num_epochs, collect_steps, wm_updates, ac_updates = plan
-  row = {k: float(np.mean(v)) for k, v in metrics.items() if not k.startswith("collect/")}
-  c = {k[len("collect/"):]: float(np.sum(v)) for k, v in metrics.items() if k.startswith("collect/")}
-  if collect_steps:
-    if c["games_finished"] > 0:
-      row["collect/game_return"] = c["games_return_sum"] / c["games_finished"]
-      row["collect/game_length"] = c["games_length_sum"] / c["games_finished"]
-    row["collect/games_finished"] = int(c["games_finished"])
-    row["collect/life_losses"] = int(c["life_losses"])
-    row["collect/reward_per_step"] = c["reward_sum"] / (num_epochs * collect_steps)
-    row["perf/env_steps_per_s"] = num_epochs * collect_steps / dt
-  row["perf/updates_per_s"] = num_epochs * (wm_updates + ac_updates) / dt
-  row["perf/seconds_per_epoch"] = dt / num_epochs
-  row["env_steps"] = int(state.env_steps)
-  row["wm_updates"] = int(state.wm_updates)
-  row["ac_updates"] = int(state.ac_updates)
-  return row
-
-
-def eta_seconds(row: dict, epoch: int, total: int, updates_per_epoch: int, seconds_per_epoch: float) -> float:
-  """Time left: the remaining epochs' updates at this call's update rate. Updates dominate an epoch's time,
-  and the first epoch (thousands of updates) would otherwise be extrapolated to every remaining epoch; a
-  schedule without updates falls back to this call's seconds per epoch."""
-  rate = row.get("perf/updates_per_s", 0.0)
-  if updates_per_epoch > 0 and rate > 0:
-    return (total - epoch) * updates_per_epoch / rate
-  return (total - epoch) * seconds_per_epoch
-
-
-def _progress_line(row: dict, epoch: int, total: int, eta_s: float) -> str:
-  parts = [f"epoch {epoch}/{total}", f"env_steps {row['env_steps']}"]
-  for k in ("wm/loss", "ac/loss", "collect/game_return"):
-    if k in row:
-      parts.append(f"{k} {row[k]:.4g}")
-  parts.append(f"{row['perf/updates_per_s']:.3g} upd/s")  # paper sizes on a CPU: ~0.02
-  parts.append(f"ETA {_fmt_time(eta_s)}")
-  return " | ".join(parts)
-
-
-def _fmt_time(s: float) -> str:
-  s = int(max(s, 0))
-  return f"{s // 3600}h{(s % 3600) // 60:02d}m{s % 60:02d}s"
-
-
-def write_results(workdir: str, results: dict) -> None:
-  """`results.json` (read by experiments/tables.py) and a DIAMOND-format `{game: [score]}` file."""
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=1)
-  with open(os.path.join(workdir, "scores_diamond_format.json"), "w") as f:
-    json.dump({results["game"]: [results["score"]]}, f, indent=1)
-
-
-# ------------------------------------------------------------------------------------------------
-# Evaluation: full games (train=False env), epsilon 0, in parallel envs with a per-env episode quota
-# (taking the first N finished games of a parallel pool would favour short games).
-# ------------------------------------------------------------------------------------------------
-
-def _eval_chunk(params, policy_state, obs, is_first, env_state, key, *, act, env_step, num_steps):
-  def one(carry, _):
-    policy_state, obs, is_first, env_state, key = carry
-    key, k_act = jax.random.split(key)
-    policy_state, actions = act(params, policy_state, obs, is_first, k_act)
-    env_state, out = env_step(env_state, actions)
-    done = (out.game_over | out.truncated) & ~out.is_reset
-    is_first = out.terminated | out.truncated | out.is_reset
-    return (policy_state, out.obs, is_first, env_state, key), (done, out.episode_return)
-  carry, (done, ret) = jax.lax.scan(
-      one, (policy_state, obs, is_first, env_state, key), None, length=num_steps)
-  return carry, done, ret
-
-
-def evaluate(state: train.TrainState, config, num_episodes: int, chunk: int = 100) -> list[float]:
-  """Mean-return protocol of DIAMOND's final test: `num_episodes` full games with epsilon 0."""
-  def act(params, policy_state, obs, is_first, key):
-    ac_params, wm_params = params
-    return agent.act(ac_params, wm_params, policy_state, obs, is_first, key, config.ac.epsilon_test, config)
-  n_envs = min(config.env.num_test_envs, num_episodes)
-  return evaluate_policy(act, (state.ac_params, state.wm_params), agent.ac_initial_state(config, n_envs),
-                         config, num_episodes, jax.random.fold_in(state.key, 1_000_003), chunk)
-
-
-def evaluate_random(config, num_episodes: int, chunk: int = 100) -> list[float]:
-  """The uniform-random policy under exactly the protocol of `evaluate` (same test envs and seeds)."""
-  num_actions = _num_actions(config)
-
-  def act(params, policy_state, obs, is_first, key):
-    return policy_state, jax.random.randint(key, (obs.shape[0],), 0, num_actions)
-  return evaluate_policy(act, (), (), config, num_episodes, jax.random.PRNGKey(config.seed), chunk)
-
-
-def evaluate_policy(act: Callable, params, policy_state, config, num_episodes: int, key: jax.Array,
-                    chunk: int = 100) -> list[float]:
-  """Returns of `num_episodes` full test games (train=False env) played by `act` in parallel envs.
-
-  `act(params, policy_state, obs, is_first, key) -> (policy_state, actions)` is traced inside the scan.
-  Each of the `env.num_test_envs` envs plays a fixed quota of games, so short games are not favoured.
-  """
-  n_envs = min(config.env.num_test_envs, num_episodes)
-  quota = np.full(n_envs, num_episodes // n_envs) + (np.arange(n_envs) < num_episodes % n_envs)
-  env = envs.make_env(
-      config.game, n_envs, test_env_seed(config.seed, n_envs), train=False, backend=config.env.backend,
-      stochastic_frameskip=config.env.stochastic_frameskip, max_episode_steps=config.env.max_episode_steps,
-      noop_max=config.env.noop_max)
-  env_state, env_step = env.functional(config.env.step_path)
-  obs = env_state.obs
-  run = jax.jit(functools.partial(_eval_chunk, act=act, env_step=env_step, num_steps=chunk))
-  carry = (policy_state, jnp.asarray(obs), jnp.ones((n_envs,), bool), env_state, key)
-  returns: list[list[float]] = [[] for _ in range(n_envs)]
-  while any(len(r) < q for r, q in zip(returns, quota)):
-    carry, done, ret = run(params, *carry)
-    done, ret = np.asarray(done), np.asarray(ret)
-    for t, e in zip(*np.nonzero(done)):
-      if len(returns[e]) < quota[e]:
-        returns[e].append(float(ret[t, e]))
-  env.close()
-  return [r for per_env in returns for r in per_env]
-
-
-# ------------------------------------------------------------------------------------------------
-# Many seeds of one game in one program (jax.vmap over the training state; one pooled env).
-# ------------------------------------------------------------------------------------------------
-
-def seed_config(config, seed: int):
-  """The single-seed config of one packed seed (its results carry this config's hash)."""
-  c = config_lib.to_config_dict(config)
-  c.seed = seed
-  return config_lib.freeze(c)
+  """Runs (or resumes) a training run of one seed; returns (final TrainState, results), or None when
+  stopped early. `stop_after_epoch` stops right after the checkpoint at that epoch (tests, benchmarks)."""
+  out = _drive(config, workdir, 1, stop_after_epoch, log)
+  return None if out is None else (out[0], out[1][0])
 
 
 def run_seeds(config, workdir: str, num_seeds: int, *, stop_after_epoch: int | None = None, log=print):
@@ -450,114 +209,172 @@ def run_seeds(config, workdir: str, num_seeds: int, *, stop_after_epoch: int | N
   pool), so a seed may collect up to `initial_max_steps - initial_min_steps` more random steps than alone.
   Each seed writes `workdir/seed_<s>/results.json`; metrics.jsonl holds the mean over seeds.
   """
+  return _drive(config, workdir, num_seeds, stop_after_epoch, log)
+
+
+def _first(x) -> int:
+  """A counter of one seed, or of the first packed seed (they all step together)."""
+  return int(np.ravel(jax.device_get(x))[0])
+
+
+def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, log):
+  """The host loop of `run` and `run_seeds`; returns (states, [results per seed]) or None."""
   cfg = config_lib.freeze(config)
-  envs.check_game(cfg.game)
+  envs.check_game(cfg.game)  # before touching the workdir
+  packed = num_seeds > 1
+  if packed and cfg.parallel.num_devices != 1:
+    raise ValueError("--num_seeds > 1 trains on one device: set --config.parallel.num_devices=1 (packed seeds "
+                     "are not data parallel)")
+  mesh = None if cfg.parallel.num_devices == 1 else parallel.make_mesh(cfg.parallel.num_devices)
+  num_devices = 1 if mesh is None else mesh.devices.size
+  if mesh is not None:
+    parallel.per_device_batch(cfg.optim.batch_size, mesh)  # validates before any work
   resumed = ckpt_lib.check_or_write_config(workdir, config)
   checkpointer = ckpt_lib.Checkpointer(workdir, cfg.run.checkpoints_to_keep)
-  logger = MetricsLogger(workdir, enabled=parallel.is_main_process())
   s = cfg.schedule
   seeds = [cfg.seed + k for k in range(num_seeds)]
-  e = cfg.env.num_envs
-  log(f"jedi_jax: game={cfg.game} seeds={seeds} (vmapped in one program) preset={cfg.preset} "
-      f"wm={cfg.wm.kind} platform={jax.devices()[0].platform} workdir={workdir}")
+  who = f"seeds={seeds} (vmapped in one program)" if packed else f"seed={cfg.seed}"
+  log(f"jedi_jax: game={cfg.game} {who} preset={cfg.preset} wm={cfg.wm.kind} "
+      f"platform={jax.devices()[0].platform} devices used={num_devices} of {jax.device_count()} "
+      f"global batch={cfg.optim.batch_size} per device={cfg.optim.batch_size // num_devices} workdir={workdir}")
 
-  num_actions = _num_actions(cfg)
-  # Initialised one seed at a time (not vmapped): the initialisers' RNG need not give a vmapped key the
-  # values it gives the same key alone, and packed seeds must start exactly like single runs.
-  per_seed = [train.init_train_state(cfg, num_actions, jax.random.PRNGKey(sd), env_state=None,
-                                     obs=jnp.zeros((e, 64, 64, 3), jnp.uint8)) for sd in seeds]
-  states = jax.tree.map(lambda *xs: jnp.stack(xs), *per_seed)
-  del per_seed
-
-  def start(states, segment, first):
-    env = make_train_env(cfg, segment, num_seeds)
-    pool_state, env_step = env.functional(cfg.env.step_path)
-    obs = jnp.copy(pool_state.obs).reshape((num_seeds, e, 64, 64, 3))
-    if not first:
-      states = states.replace(replay=jax.vmap(replay_lib.truncate_open_episodes)(states.replay, states.obs))
-    states = states.replace(obs=obs, is_first=jnp.ones((num_seeds, e), bool))
-    return env, _unalias(states), pool_state, Phases(cfg, env_step, log, many_seeds=True)
-
-  env, states, pool_state, programs = start(states, 0, True)
+  # The train envs, once per process; the state starts fresh or from the newest checkpoint.
+  states = run_files.template_states(cfg, num_seeds)
+  env = make_train_env(cfg, num_seeds)
+  env_state, env_step = env.functional(cfg.env.step_path)  # resets the envs
+  programs = Phases(cfg, env_step, log, many_seeds=packed)
   extra = {"num_epochs_collect": np.int64(-1)}
   restored = checkpointer.restore_latest(states, extra) if resumed else None
-  if restored is not None:
-    epoch, states, extra = restored
-    log(f"resumed from the checkpoint at epoch {epoch}")
-    env.close()
-    env, states, pool_state, programs = start(states, epoch, False)
+  start_epoch = 0
+  if restored is None:
+    # A buffer of its own: the states are donated to the compiled calls, the env state is not.
+    states = states.replace(obs=jnp.copy(env_state.obs).reshape(states.obs.shape))
+  else:
+    start_epoch, states, extra = restored
+    if mesh is not None:
+      states = jax.device_put(states, jax.devices()[0])  # re-stepping runs on device 0, like collection
+    log(f"resuming from the checkpoint at epoch {start_epoch} ({_first(states.env_steps)} env steps per seed)")
+    try:
+      env_state = restore_envs(states, env_state, programs, f"{workdir} at epoch {start_epoch}", log)
+    except resume.ResumeError:
+      env.close()
+      raise
+  if resumed and parallel.is_main_process():
+    run_files.drop_metrics_after(workdir, start_epoch)  # rows the interrupted process wrote after it
+  logger = MetricsLogger(workdir, enabled=parallel.is_main_process())
+  states = _unalias(states)
   num_epochs_collect = int(extra["num_epochs_collect"])
 
   clock = _CallClock(logger, log, cfg)
+  # 1. Initial collection.
   if num_epochs_collect < 0:
+    minority_count = jax.vmap(train.minority_reward_count) if packed else train.minority_reward_count
     while True:
-      states, pool_state, _ = programs("collect", states, pool_state)
+      states, env_state, _ = programs("collect", states, env_state)
       clock.add(programs)
-      steps = int(states.env_steps[0])
-      minority = np.asarray(jax.vmap(train.minority_reward_count)(states.replay))
-      if steps >= s.initial_min_steps and (bool(np.all(minority >= s.initial_reward_threshold))
-                                           or steps >= s.initial_max_steps):
+      steps = _first(states.env_steps)
+      minority = np.asarray(minority_count(states.replay))
+      if schedule.initial_collection_done(steps, minority, s):
         break
     log(f"initial collection: {steps} env steps per seed, minority reward transitions {minority.tolist()}")
-    num_epochs_collect = max(0, math.ceil((s.total_env_steps - steps) / s.steps_per_epoch))
+    num_epochs_collect = schedule.num_collect_epochs(steps, s)
     extra = {"num_epochs_collect": np.int64(num_epochs_collect)}
-  total_epochs = num_epochs_collect + s.num_final_epochs
+  total_epochs = schedule.total_epochs(num_epochs_collect, s)
 
-  while int(states.epoch[0]) < total_epochs:
-    epoch = int(states.epoch[0])
-    plan = epoch_plan(epoch, num_epochs_collect, total_epochs, cfg)
+  # 2-4. Epochs.
+  while (epoch := _first(states.epoch)) < total_epochs:
+    plan = schedule.epoch_plan(epoch, num_epochs_collect, total_epochs, cfg)
     t0 = time.time()
-    states, pool_state, metrics = programs("epochs", states, pool_state, train.make_plan(*plan))
-    done = clock.record(metrics, jax.tree.map(lambda x: x[0], states), plan, t0, programs, total_epochs)
-    if done % cfg.run.checkpoint_every == 0 or done == total_epochs:
+    if mesh is None:
+      states, env_state, metrics = programs("epochs", states, env_state, train.make_plan(*plan))
+    else:
+      states, env_state, metrics = _data_parallel_epochs(states, env_state, plan, cfg, mesh, programs)
+    seed0 = jax.tree.map(lambda x: x[0], states) if packed else states
+    done = clock.record(metrics, seed0, plan, t0, programs, total_epochs)
+    if schedule.is_checkpoint(done, total_epochs, cfg.run.checkpoint_every):
       checkpointer.save(done, states, extra)
+      log(f"checkpoint saved at epoch {done}")
       if stop_after_epoch is not None and done >= stop_after_epoch:
         env.close()
         logger.close()
         return None
-      if done < num_epochs_collect and cfg.run.env_segments:
-        env.close()
-        env, states, pool_state, programs = start(states, done, False)
   env.close()
   train_seconds = time.time() - clock.start
+  if mesh is not None:  # evaluation acts on one device (the env step never enters the mesh)
+    states = jax.device_put(states, jax.devices()[0])
 
+  # 5. Evaluation.
   all_results = []
   for k, sd in enumerate(seeds):
-    state_k = jax.tree.map(lambda x: x[k], states)
-    cfg_k = seed_config(config, sd)
-    returns = evaluate(state_k, cfg_k, num_episodes=cfg.env.num_test_episodes)
-    results = _results(cfg_k, state_k, returns, train_seconds)
-    results["packed_seeds"] = seeds
+    state_k = jax.tree.map(lambda x: x[k], states) if packed else states
+    cfg_k = run_files.seed_config(config, sd) if packed else cfg
+    returns = evaluate_lib.evaluate(state_k, cfg_k, num_episodes=cfg.env.num_test_episodes)
+    results = run_files.results(cfg_k, state_k, returns)
+    if packed:
+      results["packed_seeds"] = seeds
     if parallel.is_main_process():
-      os.makedirs(os.path.join(workdir, f"seed_{sd}"), exist_ok=True)
-      write_results(os.path.join(workdir, f"seed_{sd}"), results)
-    log(f"seed {sd}: final score ({len(returns)} test episodes): {results['score']:.2f}")
+      run_files.write_results(os.path.join(workdir, f"seed_{sd}") if packed else workdir, results)
+    log(f"{f'seed {sd}: ' if packed else ''}final score ({len(returns)} test episodes): "
+        f"{results['score']:.2f} +- {results['score_std']:.2f}")
     all_results.append(results)
-  logger.write(int(states.epoch[0]), {"test/return_mean": float(np.mean([r["score"] for r in all_results]))})
+  row = {"test/return_mean": float(np.mean([r["score"] for r in all_results])),
+         "perf/train_seconds": round(train_seconds, 1)}
+  if not packed:
+    row["test/return_std"] = all_results[0]["score_std"]
+  logger.write(_first(states.epoch), row)
   logger.close()
   return states, all_results
 
 
-def load_run(workdir: str, num_seeds: int = 1):
-  """(frozen config, TrainState, epoch) of a run's newest readable checkpoint, for analysis; read-only.
+def _data_parallel_epochs(state, env_state, plan, cfg, mesh, phases):
+  """`plan[0]` epochs, each a collect call on device 0 and an update call on the mesh (parallel.py)."""
+  if phases.data_parallel is None:
+    phases.data_parallel = parallel.DataParallelEpoch(cfg, mesh, phases.env_step)
+  state = parallel.replicate(state, mesh)
+  sums, t_collect, t_update = None, 0.0, 0.0
+  num_epochs, collect_steps, wm_updates, ac_updates = plan
+  for _ in range(num_epochs):
+    state, env_state, metrics, tc, tu = phases.data_parallel(
+        state, env_state, train.make_plan(1, collect_steps, wm_updates, ac_updates), collect=collect_steps > 0)
+    t_collect, t_update = t_collect + tc, t_update + tu
+    sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+  metrics = {k: v if k.startswith("collect/") else v / num_epochs for k, v in sums.items()}
+  phases.last_compile_s, phases.last_call_s = 0.0, t_collect + t_update
+  metrics["perf/collect_call_seconds"] = jnp.asarray(t_collect / num_epochs)
+  metrics["perf/update_call_seconds"] = jnp.asarray(t_update / num_epochs)
+  return state, env_state, metrics
 
-  `num_seeds` > 1 for a `run_seeds` workdir: the state is then stacked over seeds (index it with
-  `jax.tree.map(lambda x: x[k], state)`). The state has no env attached.
-  """
-  path = os.path.join(workdir, ckpt_lib.CONFIG_FILE)
-  if not os.path.exists(path):
-    raise ckpt_lib.WorkdirError(f"{workdir} holds no run ({ckpt_lib.CONFIG_FILE} missing)")
-  with open(path) as f:
-    import ml_collections  # pylint: disable=import-outside-toplevel
-    cfg = config_lib.freeze(ml_collections.ConfigDict(json.load(f)))
-  num_actions = _num_actions(cfg)
-  per_seed = [train.init_train_state(cfg, num_actions, jax.random.PRNGKey(cfg.seed + k), env_state=None,
-                                     obs=jnp.zeros((cfg.env.num_envs, 64, 64, 3), jnp.uint8))
-              for k in range(num_seeds)]
-  template = per_seed[0] if num_seeds == 1 else jax.tree.map(lambda *xs: jnp.stack(xs), *per_seed)
-  restored = ckpt_lib.Checkpointer(workdir, read_only=True).restore_latest(
-      template, {"num_epochs_collect": np.int64(-1)})
-  if restored is None:
-    raise ckpt_lib.WorkdirError(f"no checkpoint in {workdir}")
-  epoch, state, _ = restored
-  return cfg, state, epoch
+
+def _summarise(metrics: dict, state, plan, dt: float) -> dict:
+  """One JSONL row per host call: mean losses, collection and speed figures."""
+  num_epochs, collect_steps, wm_updates, ac_updates = plan
+  row = diagnostics.rates_from_counts(
+      {k: float(np.mean(v)) for k, v in metrics.items() if not k.startswith("collect/")})
+  c = {k[len("collect/"):]: float(np.sum(v)) for k, v in metrics.items() if k.startswith("collect/")}
+  if collect_steps:
+    if c["games_finished"] > 0:
+      row["collect/game_return"] = c["games_return_sum"] / c["games_finished"]
+      row["collect/game_length"] = c["games_length_sum"] / c["games_finished"]
+    row["collect/games_finished"] = int(c["games_finished"])
+    row["collect/life_losses"] = int(c["life_losses"])
+    row["collect/reward_per_step"] = c["reward_sum"] / (num_epochs * collect_steps)
+    # Compare with ac/imagined_reward_rate_{pos,neg} (docs/metrics.md).
+    row["collect/reward_rate_pos"] = c["reward_pos"] / (num_epochs * collect_steps)
+    row["collect/reward_rate_neg"] = c["reward_neg"] / (num_epochs * collect_steps)
+    row["perf/env_steps_per_s"] = num_epochs * collect_steps / dt
+  row["perf/updates_per_s"] = num_epochs * (wm_updates + ac_updates) / dt
+  row["perf/seconds_per_epoch"] = dt / num_epochs
+  row["env_steps"] = int(state.env_steps)
+  row["wm_updates"] = int(state.wm_updates)
+  row["ac_updates"] = int(state.ac_updates)
+  return row
+
+
+def _progress_line(row: dict, epoch: int, total: int, eta_s: float) -> str:
+  parts = [f"epoch {epoch}/{total}", f"env_steps {row['env_steps']}"]
+  for k in ("wm/loss", "ac/loss", "collect/game_return"):
+    if k in row:
+      parts.append(f"{k} {row[k]:.4g}")
+  parts.append(f"{row['perf/updates_per_s']:.3g} upd/s")  # paper sizes on a CPU: ~0.02
+  parts.append(f"ETA {schedule.fmt_time(eta_s)}")
+  return " | ".join(parts)

@@ -114,12 +114,10 @@ def dp_update_epochs(state: train.TrainState, rows: train.Row, plan: train.Epoch
   state = state.replace(replay=train.add_rows(state.replay, rows))
   wm_local = shard_local_grads(train.world_model_local, mesh, 1)
   ac_local = shard_local_grads(train.actor_critic_local, mesh, 2)
-  state, wm_m = train.update_world_model(state, plan.wm_updates, config, local_fn=wm_local)
-  state, ac_m = train.update_actor_critic(state, plan.ac_updates, config, local_fn=ac_local)
-  state = state.replace(epoch=state.epoch + 1)
-  metrics = {f"wm/{k}": v for k, v in wm_m.items()}
-  metrics.update({f"ac/{k}": v for k, v in ac_m.items()})
-  return state, metrics
+  return train.update_phase(
+      state, plan, config,
+      wm_update=lambda s, n, c: train.update_world_model(s, n, c, local_fn=wm_local),
+      ac_update=lambda s, n, c: train.update_actor_critic(s, n, c, local_fn=ac_local))
 
 
 class DataParallelEpoch:

@@ -57,6 +57,8 @@ class CollectStats(NamedTuple):
   games_length_sum: jax.Array
   reward_sum: jax.Array
   life_losses: jax.Array
+  reward_pos: jax.Array        # steps with reward > 0 (auto-reset steps excluded)
+  reward_neg: jax.Array        # steps with reward < 0
 
 
 def init_train_state(config, num_actions: int, key: jax.Array, env_state: PyTree, obs: jax.Array) -> TrainState:
@@ -125,6 +127,8 @@ def transition(state: TrainState, actions: jax.Array, out) -> tuple[TrainState, 
       games_length_sum=jnp.where(game_done, out.episode_length, 0).sum().astype(jnp.int32),
       reward_sum=jnp.where(out.is_reset, 0.0, out.reward).sum(),
       life_losses=(out.terminated & ~out.game_over & ~out.is_reset).sum().astype(jnp.int32),
+      reward_pos=((out.reward > 0) & ~out.is_reset).sum().astype(jnp.int32),
+      reward_neg=((out.reward < 0) & ~out.is_reset).sum().astype(jnp.int32),
   )
   state = state.replace(
       obs=out.obs,
@@ -150,7 +154,8 @@ def record_step(state: TrainState, actions: jax.Array, out) -> tuple[TrainState,
 
 
 def _zero_stats() -> CollectStats:
-  return CollectStats(*(jnp.zeros((), d) for d in (jnp.int32, jnp.float32, jnp.int32, jnp.float32, jnp.int32)))
+  return CollectStats(*(jnp.zeros((), d) for d in (jnp.int32, jnp.float32, jnp.int32, jnp.float32, jnp.int32,
+                                                   jnp.int32, jnp.int32)))
 
 
 def collect_rows(state: TrainState, num_steps: int, epsilon: float, env_step: EnvStepFn, config
@@ -306,16 +311,46 @@ def make_plan(num_epochs: int, collect_steps: int, wm_updates: int, ac_updates: 
   return EpochPlan(*(jnp.asarray(x, jnp.int32) for x in (num_epochs, collect_steps, wm_updates, ac_updates)))
 
 
+# Stream of the world-model probe: folded into the training key, never split from it, so the probe draws
+# fresh randomness each epoch without changing any other random number of the run.
+_PROBE_STREAM = 0x9E37
+
+
+def probe_world_model(state: TrainState, config) -> dict:
+  """Diagnostics of the world model on `run.probe_batch_size` real segments (world_model.probe_world_model).
+
+  Changes nothing in `state`: runs with and without the probe give identical results.
+  """
+  if not config.run.probe_batch_size:
+    return {}
+  k_batch, k_probe = jax.random.split(jax.random.fold_in(state.key, _PROBE_STREAM))
+  segment = replay_lib.sample_segments(
+      state.replay, k_batch, config.run.probe_batch_size, config.wm.num_cond,
+      weights=tuple(config.replay.sample_weights), pad_after_end=False)
+  return world_model.probe_world_model(state.wm_params, segment, k_probe, config)
+
+
+def update_phase(state: TrainState, plan: EpochPlan, config, *, wm_update: Callable = update_world_model,
+                 ac_update: Callable = update_actor_critic) -> tuple[TrainState, dict]:
+  """The updates of one epoch (world model, then actor-critic), the world-model probe, and the epoch count.
+
+  Returns metrics keyed `wm/...` and `ac/...` (per-update means; the probe's figures under `wm/`).
+  """
+  state, wm_m = wm_update(state, plan.wm_updates, config)
+  state, ac_m = ac_update(state, plan.ac_updates, config)
+  wm_m = dict(wm_m, **probe_world_model(state, config))
+  state = state.replace(epoch=state.epoch + 1)
+  metrics = {f"wm/{k}": v for k, v in wm_m.items()}
+  metrics.update({f"ac/{k}": v for k, v in ac_m.items()})
+  return state, metrics
+
+
 def run_epoch(state: TrainState, plan: EpochPlan, config, env_step: EnvStepFn, *,
               wm_update: Callable = update_world_model, ac_update: Callable = update_actor_critic
               ) -> tuple[TrainState, dict]:
   """One epoch: collect `plan.collect_steps` env steps, then the world-model and actor-critic updates."""
   state, stats = collect(state, plan.collect_steps, config.ac.epsilon_collect, env_step, config)
-  state, wm_m = wm_update(state, plan.wm_updates, config)
-  state, ac_m = ac_update(state, plan.ac_updates, config)
-  state = state.replace(epoch=state.epoch + 1)
-  metrics = {f"wm/{k}": v for k, v in wm_m.items()}
-  metrics.update({f"ac/{k}": v for k, v in ac_m.items()})
+  state, metrics = update_phase(state, plan, config, wm_update=wm_update, ac_update=ac_update)
   metrics.update({f"collect/{k}": v for k, v in stats._asdict().items()})
   return state, metrics
 
@@ -382,17 +417,12 @@ def initial_collect_chunk_many(states: TrainState, env_state: PyTree, config, en
 def run_epochs_many(states: TrainState, env_state: PyTree, plan: EpochPlan, config, env_step: EnvStepFn
                     ) -> tuple[TrainState, PyTree, dict]:
   """`run_epochs` for K stacked seeds; metrics have a leading seed axis [K]."""
-  wm_update = jax.vmap(lambda s: update_world_model(s, plan.wm_updates, config))
-  ac_update = jax.vmap(lambda s: update_actor_critic(s, plan.ac_updates, config))
+  updates = jax.vmap(lambda s: update_phase(s, plan, config))
 
   def epoch(states, env_state):
     states, env_state, stats = collect_many(
         states, env_state, plan.collect_steps, config.ac.epsilon_collect, env_step, config)
-    states, wm_m = wm_update(states)
-    states, ac_m = ac_update(states)
-    states = states.replace(epoch=states.epoch + 1)
-    metrics = {f"wm/{k}": v for k, v in wm_m.items()}
-    metrics.update({f"ac/{k}": v for k, v in ac_m.items()})
+    states, metrics = updates(states)
     metrics.update({f"collect/{k}": v for k, v in stats._asdict().items()})
     return states, env_state, metrics
 

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import jax.scipy.stats
 import optax
 
+from jedi_jax import diagnostics
 from jedi_jax import diffusion
 from jedi_jax.nets import blocks
 from jedi_jax.nets.denoiser import DenoiserNet
@@ -328,6 +329,12 @@ def rew_end_loss(params, states: jax.Array, segment: dict, config):
       "rew_accuracy": jnp.sum((jnp.argmax(rew_logits, -1) == rew_target) * m) / n,
       "end_accuracy": jnp.sum((jnp.argmax(end_logits, -1) == end_target) * m) / n,
   }
+  # Per-class counts for recall / precision (jedi_jax/diagnostics.py): accuracy hides a head that never
+  # predicts the rare classes (DIAMOND logs per-class figures too).
+  metrics.update(diagnostics.classification_counts(
+      jax.lax.stop_gradient(rew_logits), rew_target, mask, "rew", diagnostics.REWARD_CLASSES))
+  metrics.update(diagnostics.classification_counts(
+      jax.lax.stop_gradient(end_logits), end_target, mask, "end", (None, "")))
   return loss_rew + loss_end, metrics
 
 
@@ -410,7 +417,9 @@ def world_model_loss(params, batch: dict, key: jax.Array, config):
     config: frozen config (static under jit).
   Returns:
     (loss, metrics: dict of scalars: loss_total, loss_denoising, loss_denoising_{i}, loss_rew, loss_end,
-    own_prediction, rew_accuracy, end_accuracy, and for jedi latent_std / latent_abs_max).
+    own_prediction, rew_accuracy, end_accuracy, the per-class counts rew_{count,hits,predicted}_{neg,zero,pos}
+    and end_{count,hits,predicted} (diagnostics.rates_from_counts turns them into recall / precision), and for
+    jedi latent_std / latent_abs_max).
   """
   wm = config.wm
   n, p = wm.num_cond, wm.num_predictions
@@ -445,3 +454,62 @@ def world_model_loss(params, batch: dict, key: jax.Array, config):
     metrics["latent_std"] = jnp.sqrt(jnp.sum(jnp.square(dyn_states - mean) * m) / count)
     metrics["latent_abs_max"] = jnp.max(jnp.abs(dyn_states))
   return loss, metrics
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Diagnostics
+# ----------------------------------------------------------------------------------------------------------
+
+def probe_world_model(wm_params, segment, key: jax.Array, config) -> dict:
+  """One-step probes of the world model from real contexts (no gradient, no state change; jedi_jax/diagnostics.py
+  says why, docs/metrics.md how to read them).
+
+  segment: a replay Segment of num_cond steps (obs [B, K + 1, 64, 64, 3] uint8, act / mask [B, K]); frame K
+  is the true next frame of step K - 1. Returns scalars (keys without the `wm/` prefix):
+    sampled_latent_std     std of one-step samples (compare with latent_std of the encoder's latents)
+    sample_error           RMS(sample - encoded true next state) / encoder spread
+    action_sensitivity     RMS(sample(a) - sample(a')) / encoder spread, a' != a the last action only, same
+                           context and sampler noise (about 0: the dynamics ignore actions)
+    action_sensitivity_reward  total-variation distance of the reward distributions after (a, sample(a))
+                           and (a', sample(a')), same context (about 0: the reward model ignores actions)
+    sampled_saturated_frac / latent_saturated_frac (jedi): fraction of |z| >= 0.95 * 3
+  """
+  k = config.wm.num_cond
+  sg = jax.lax.stop_gradient
+  wm_params = sg(wm_params)
+  obs, act, mask = segment["obs"], segment["act"], segment["mask"]
+  b = act.shape[0]
+  frame_mask = segment_frame_mask(mask)
+  states = encode(wm_params, obs, config, frame_mask)       # [B, K + 1, *S]
+  cond, true_next = states[:, :k], states[:, k]
+  actions = jnp.where(mask, act, 0).astype(jnp.int32)
+  num_actions = wm_params["denoiser"]["act_emb"]["embedding"].shape[0]
+  k_alt, k_sample = jax.random.split(key)
+  alt_last = (actions[:, -1] + jax.random.randint(k_alt, (b,), 1, max(num_actions, 2))) % num_actions
+  alt_actions = actions.at[:, -1].set(alt_last)
+  sample = sample_next(wm_params, cond, actions, k_sample, config)
+  sample_alt = sample_next(wm_params, cond, alt_actions, k_sample, config)
+
+  weight = mask[:, -1].astype(jnp.float32)                               # the step that produced frame K
+  spread = jnp.maximum(diagnostics.masked_std(cond, frame_mask[:, :k].any(axis=1).astype(jnp.float32)), 1e-6)
+  per_sample = lambda x: jnp.mean(jnp.square(x).reshape(b, -1), axis=1)  # noqa: E731
+  wmean = lambda x: jnp.sum(x * weight) / jnp.maximum(jnp.sum(weight), 1.0)  # noqa: E731
+
+  def reward_probs(next_state, acts):
+    seq = jnp.concatenate([cond, next_state[:, None]], axis=1)
+    _, rew_logits, _ = rew_end_sequence(
+        wm_params, rew_end_initial_state(config, b), seq, acts, config)
+    return jax.nn.softmax(rew_logits[:, -1])
+
+  tv = 0.5 * jnp.sum(jnp.abs(reward_probs(sample, actions) - reward_probs(sample_alt, alt_actions)), axis=-1)
+  out = {
+      "sampled_latent_std": diagnostics.masked_std(sample, weight),
+      "sample_error": jnp.sqrt(wmean(per_sample(sample - true_next))) / spread,
+      "action_sensitivity": jnp.sqrt(jnp.mean(per_sample(sample - sample_alt))) / spread,
+      "action_sensitivity_reward": jnp.mean(tv),
+  }
+  if config.wm.kind == "jedi":
+    limit = diagnostics.SATURATION * LATENT_CLAMP
+    out["sampled_saturated_frac"] = jnp.mean(jnp.abs(sample) >= limit)
+    out["latent_saturated_frac"] = jnp.mean(jnp.abs(cond) >= limit)
+  return jax.tree.map(lambda x: x.astype(jnp.float32), out)

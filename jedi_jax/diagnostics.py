@@ -1,0 +1,98 @@
+"""Learning diagnostics: why an agent does or does not learn, in every row of metrics.jsonl.
+
+Accuracy alone says little: a reward model that never predicts +-1 is ~99% accurate on most Atari games. What
+a run needs to learn is (1) a reward/end model that finds the rare classes, (2) imagined rewards as frequent
+as real ones, (3) a dynamics model whose samples depend on the action, and (4) latents that neither collapse
+nor saturate. The meaning of every metric and how to read it: docs/metrics.md.
+
+Two kinds of quantities, both pure functions:
+  * per-update class counts of the reward/end heads on the training batches (`classification_counts`),
+    averaged over a call's updates like every other metric and turned into recall and precision on the host
+    (`rates_from_counts`): ratios of means are ratios of sums, and a class absent from a call gives no NaN
+    (its rates are left out and its count, 0, is logged);
+  * a probe of the world model on a small real sub-batch, once per epoch (`world_model.probe_world_model`,
+    which uses `masked_std` and the constants here): one-step
+    samples from real contexts, the same context and noise with only the last action changed, and the
+    statistics of sampled against encoded latents. It draws its randomness from `fold_in` of the training key
+    and changes no state, so turning the probe on or off leaves a run's results identical.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+REWARD_CLASSES = ("neg", "zero", "pos")   # sign(r) + 1 = 0, 1, 2
+SATURATION = 0.95                        # |z| >= 0.95 * 3 counts as saturated (C(z) = 3 tanh(z / 3))
+COLLAPSE_THRESHOLD = 0.05                # wm/latent_std below this: the encoder's latents have collapsed
+
+
+def _key(prefix: str, kind: str, name: str) -> str:
+  return f"{prefix}_{kind}_{name}" if name else f"{prefix}_{kind}"
+
+
+def classification_counts(logits: jax.Array, labels: jax.Array, mask: jax.Array, prefix: str,
+                          class_names: tuple[str | None, ...]) -> dict:
+  """Per class c: `{prefix}_count_{c}` (targets of c), `{prefix}_hits_{c}` (targets of c predicted as c) and
+  `{prefix}_predicted_{c}` (argmax predictions of c), over the valid steps. logits [..., C], labels/mask [...].
+
+  A class named None is skipped; a class named "" gives `{prefix}_count` etc. (a binary head's one class).
+  """
+  pred = jnp.argmax(logits, axis=-1)
+  m = mask.astype(jnp.float32)
+  out = {}
+  for c, name in enumerate(class_names):
+    if name is None:
+      continue
+    is_c, pred_c = (labels == c).astype(jnp.float32), (pred == c).astype(jnp.float32)
+    out[_key(prefix, "count", name)] = jnp.sum(is_c * m)
+    out[_key(prefix, "hits", name)] = jnp.sum(is_c * pred_c * m)
+    out[_key(prefix, "predicted", name)] = jnp.sum(pred_c * m)
+  return out
+
+
+def rates_from_counts(row: dict) -> dict:
+  """Host side: replaces `*_hits[_c]` / `*_predicted[_c]` counts by `*_recall[_c]` / `*_precision[_c]`.
+
+  recall = hits / count, precision = hits / predicted; a rate whose denominator is 0 is left out (no NaN).
+  The `*_count[_c]` keys stay (targets of the class per update batch, averaged over the call). Other keys pass
+  unchanged.
+  """
+  def split(key):
+    for kind in ("hits", "predicted"):
+      for sep in (f"_{kind}_", f"_{kind}"):
+        if sep in key and (sep.endswith("_") or key.endswith(sep)):
+          head, name = key.split(sep, 1)
+          return kind, head, name
+    return None
+
+  out = {k: v for k, v in row.items() if split(k) is None}
+  for key, hits in row.items():
+    parsed = split(key)
+    if parsed is None or parsed[0] != "hits":
+      continue
+    _, head, name = parsed
+    count = row.get(_key(head, "count", name), 0.0)
+    predicted = row.get(_key(head, "predicted", name), 0.0)
+    if count > 0:
+      out[_key(head, "recall", name)] = hits / count
+    if predicted > 0:
+      out[_key(head, "precision", name)] = hits / predicted
+  return out
+
+
+def collapse_warning(row: dict, threshold: float = COLLAPSE_THRESHOLD) -> str | None:
+  """A one-line warning when the encoder's latent spread `wm/latent_std` falls below `threshold`."""
+  std = row.get("wm/latent_std")
+  if std is not None and std < threshold:
+    return (f"WARNING: latent collapse? wm/latent_std = {std:.3g} < {threshold} (the encoder maps frames to "
+            f"nearly one point; see docs/metrics.md)")
+  return None
+
+
+def masked_std(x: jax.Array, weight: jax.Array) -> jax.Array:
+  """Std over all entries of x [B, ...] with per-sample weights [B]."""
+  w = jnp.broadcast_to(weight.reshape(weight.shape + (1,) * (x.ndim - 1)), x.shape)
+  n = jnp.maximum(jnp.sum(w), 1.0)
+  mean = jnp.sum(x * w) / n
+  return jnp.sqrt(jnp.sum(jnp.square(x - mean) * w) / n)

@@ -1,0 +1,112 @@
+"""Tests of the learning diagnostics (jedi_jax/diagnostics.py, world_model.probe_world_model)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jedi_jax import diagnostics
+from jedi_jax import diffusion
+from jedi_jax import world_model as wm
+from test_world_model import NUM_ACTIONS, make_segment, tiny_config
+
+
+def _slow_counts(logits, labels, mask, num_classes):
+  """Per class: (targets, hits, predictions) over the valid entries, by a Python loop."""
+  out = np.zeros((num_classes, 3))
+  for lg, lb, m in zip(logits.reshape(-1, num_classes), labels.reshape(-1), mask.reshape(-1)):
+    if not m:
+      continue
+    pred = int(np.argmax(lg))
+    out[lb, 0] += 1
+    out[lb, 1] += pred == lb
+    out[pred, 2] += 1
+  return out
+
+
+def test_classification_counts_match_a_python_loop():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(4, 7, 3)).astype(np.float32)
+  labels = rng.integers(0, 3, (4, 7))
+  mask = rng.random((4, 7)) < 0.7
+  got = diagnostics.classification_counts(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(mask), "rew",
+                                          diagnostics.REWARD_CLASSES)
+  want = _slow_counts(logits, labels, mask, 3)
+  for c, name in enumerate(diagnostics.REWARD_CLASSES):
+    assert [float(got[f"rew_{k}_{name}"]) for k in ("count", "hits", "predicted")] == list(want[c]), name
+  binary = diagnostics.classification_counts(jnp.asarray(logits[..., :2]), jnp.asarray(labels % 2),
+                                             jnp.asarray(mask), "end", (None, ""))
+  assert sorted(binary) == ["end_count", "end_hits", "end_predicted"]
+  assert float(binary["end_count"]) == _slow_counts(logits[..., :2], labels % 2, mask, 2)[1, 0]
+
+
+def test_rates_from_counts_skip_absent_classes():
+  row = {"wm/rew_count_pos": 0.0, "wm/rew_hits_pos": 0.0, "wm/rew_predicted_pos": 2.0,
+         "wm/rew_count_neg": 4.0, "wm/rew_hits_neg": 1.0, "wm/rew_predicted_neg": 0.0,
+         "wm/end_count": 2.0, "wm/end_hits": 1.0, "wm/end_predicted": 4.0, "wm/loss": 0.3}
+  out = diagnostics.rates_from_counts(row)
+  assert out == {"wm/rew_count_pos": 0.0, "wm/rew_count_neg": 4.0, "wm/end_count": 2.0, "wm/loss": 0.3,
+                 "wm/rew_precision_pos": 0.0, "wm/rew_recall_neg": 0.25, "wm/end_recall": 0.5,
+                 "wm/end_precision": 0.25}
+  assert all(np.isfinite(v) for v in out.values())
+
+
+def test_collapse_warning():
+  assert diagnostics.collapse_warning({"wm/latent_std": 0.5}) is None
+  assert diagnostics.collapse_warning({}) is None
+  line = diagnostics.collapse_warning({"wm/latent_std": 0.01})
+  assert "collapse" in line and "\n" not in line
+
+
+def test_world_model_loss_reports_class_counts():
+  config = tiny_config("jedi")
+  params = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0))
+  rng = np.random.default_rng(1)
+  n, p, h = config.wm.num_cond, config.wm.num_predictions, config.ac.horizon
+  batch = {"dynamics": make_segment(rng, 2, n + p), "rew_end": make_segment(rng, 2, h + n, pad_after=3)}
+  _, metrics = jax.jit(wm.world_model_loss, static_argnums=3)(params, batch, jax.random.PRNGKey(0), config)
+  valid = float(np.sum(np.asarray(batch["rew_end"]["mask"])))
+  assert sum(float(metrics[f"rew_count_{c}"]) for c in diagnostics.REWARD_CLASSES) == valid
+  assert sum(float(metrics[f"rew_predicted_{c}"]) for c in diagnostics.REWARD_CLASSES) == valid
+  assert float(metrics["end_count"]) == float(np.sum(np.asarray(batch["rew_end"]["end"])
+                                                     & np.asarray(batch["rew_end"]["mask"])))
+
+
+class _ActionDenoiserNet:
+  """A denoiser whose exact prediction is `scale` * (last action + 1) everywhere: D(x; sigma) = that target."""
+
+  def __init__(self, config, scale):
+    self.config, self.scale = config, scale
+
+  def apply(self, variables, x_in, c_noise, cond, cond_actions):
+    del variables, cond
+    c_in, c_out, c_skip, _ = diffusion.edm_scalings(jnp.exp(4.0 * c_noise), self.config.wm.sigma_data, 0.0)
+    x = x_in / c_in[:, None, None, None]
+    target = self.scale * (cond_actions[:, -1].astype(jnp.float32) + 1.0)[:, None, None, None] * jnp.ones_like(x)
+    return (target - c_skip[:, None, None, None] * x) / c_out[:, None, None, None]
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5])
+def test_probe_action_sensitivity(monkeypatch, scale):
+  """Samples that ignore the action give sensitivity 0; samples that depend on it give the expected ratio."""
+  config = tiny_config("jedi")
+  params = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0))
+  monkeypatch.setattr(wm, "_denoiser_net", lambda c, n: _ActionDenoiserNet(c, scale))
+  segment = make_segment(np.random.default_rng(0), 3, config.wm.num_cond)
+  # A fresh function per stub: jax.jit caches traces per function, and the stub is a trace-time global.
+  probe = jax.jit(lambda p, s, k: wm.probe_world_model(p, s, k, config))(params, segment, jax.random.PRNGKey(1))
+  assert all(np.isfinite(float(v)) for v in probe.values())
+  if scale == 0.0:
+    assert float(probe["action_sensitivity"]) < 1e-6
+    assert float(probe["sampled_latent_std"]) < 1e-6
+    assert float(probe["action_sensitivity_reward"]) < 1e-6
+  else:
+    # RMS over the batch of scale * |a - a'|, over the encoder latents' spread.
+    frame_mask = wm.segment_frame_mask(segment["mask"])
+    cond = wm.encode(params, segment["obs"][:, :config.wm.num_cond], config, frame_mask[:, :config.wm.num_cond])
+    spread = float(jnp.std(cond))
+    ratio = float(probe["action_sensitivity"]) * spread / scale
+    assert 1.0 <= ratio <= NUM_ACTIONS - 1 + 1e-5
+  for key in ("sampled_latent_std", "sample_error", "action_sensitivity", "action_sensitivity_reward",
+              "sampled_saturated_frac", "latent_saturated_frac"):
+    assert key in probe
