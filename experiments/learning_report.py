@@ -7,7 +7,8 @@ bootstrap of both sets of games). A run "beats random" when that difference's CI
 column is the imagined policy's entropy in the last logged call against the uniform policy's (log2 of the
 game's action count): equal means the actor has not moved off the uniform policy it starts from. One PNG per
 run plots, from its `metrics.jsonl` (means over packed seeds): training-game returns with the final test
-scores and the random score, reward per collected step, the world-model losses and the policy entropy.
+scores and the random score, real against imagined reward rates, the world-model losses, the policy entropy,
+the reward/end heads' recall and precision, and the world-model probe (docs/metrics.md).
 
   python -m experiments.learning_report --runs=runs/cpu_Boxing,runs/cpu_Breakout --random=results/random \
       --out=results/cpu
@@ -58,13 +59,14 @@ def _series(rows: list[dict], x: str, y: str) -> tuple[list, list]:
 
 def plot_run(rows: list[dict], test_scores: list[float], random_score: float, uniform_entropy: float,
              title: str, path: str) -> None:
-  """Four panels from metrics.jsonl: episode returns (training games, final test scores, random), reward per
-  collected env step, world-model losses, and the policy's entropy against the uniform policy's."""
+  """Six panels from metrics.jsonl (docs/metrics.md says how to read them): episode returns (training games,
+  final test scores, random); real against imagined reward rates; world-model losses; the policy's entropy
+  against the uniform policy's; reward/end recall and precision; action sensitivity and latent spreads."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, axes = plt.subplots(2, 2, figsize=(9, 5.6))
+  fig, axes = plt.subplots(3, 2, figsize=(9.5, 8.4))
   ax = axes[0, 0]
   steps, returns = _series(rows, "env_steps", "collect/game_return")
   ax.plot(steps, returns, "o", ms=4, label="training games (mean per logged call)")
@@ -75,9 +77,13 @@ def plot_run(rows: list[dict], test_scores: list[float], random_score: float, un
          xlim=(0, max([r["env_steps"] for r in rows if "env_steps" in r] or [1])))
   ax.legend(fontsize=7)
   ax = axes[0, 1]
-  ax.plot(*_series(rows, "env_steps", "collect/reward_per_step"), lw=1)
-  ax.axhline(0.0, color="k", lw=0.5)
-  ax.set(xlabel="env steps", ylabel="reward per collected step")
+  for sign, color in (("pos", "C0"), ("neg", "C3")):
+    ax.plot(*_series(rows, "env_steps", f"collect/reward_rate_{sign}"), "-", color=color, lw=1,
+            label=f"real, reward {'> 0' if sign == 'pos' else '< 0'}")
+    ax.plot(*_series(rows, "env_steps", f"ac/imagined_reward_rate_{sign}"), "--", color=color, lw=1,
+            label=f"imagined, reward {'+1' if sign == 'pos' else '-1'}")
+  ax.set(xlabel="env steps", ylabel="fraction of steps")
+  ax.legend(fontsize=7)
   ax = axes[1, 0]
   for key in ("wm/loss_denoising", "wm/loss_rew", "wm/loss_end"):
     ax.plot(*_series(rows, "wm_updates", key), lw=1, label=key)
@@ -88,6 +94,18 @@ def plot_run(rows: list[dict], test_scores: list[float], random_score: float, un
   ax.axhline(uniform_entropy, ls="--", color="k", lw=1, label="uniform policy")
   ax.set(xlabel="actor-critic updates", ylabel="bits")
   ax.legend(fontsize=7)
+  ax = axes[2, 0]
+  for key, style in (("wm/rew_recall_pos", "C0-"), ("wm/rew_precision_pos", "C0--"), ("wm/rew_recall_neg", "C3-"),
+                     ("wm/rew_precision_neg", "C3--"), ("wm/end_recall", "C2-"), ("wm/end_precision", "C2--")):
+    ax.plot(*_series(rows, "wm_updates", key), style, lw=1, label=key[3:])
+  ax.set(xlabel="world-model updates", ylabel="reward / end heads", ylim=(-0.05, 1.05))
+  ax.legend(fontsize=6, ncol=2)
+  ax = axes[2, 1]
+  for key in ("wm/action_sensitivity", "wm/action_sensitivity_reward", "wm/latent_std", "wm/sampled_latent_std",
+              "wm/sample_error"):
+    ax.plot(*_series(rows, "wm_updates", key), lw=1, label=key[3:])
+  ax.set(xlabel="world-model updates", ylabel="world-model probe")
+  ax.legend(fontsize=6)
   fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -108,7 +126,7 @@ def main(argv):
     rand_returns = [r for rs in rand["episode_returns_per_seed"].values() for r in rs]
     r_lo, r_hi = metrics.mean_ci(rand_returns, _NUM_BOOTSTRAP.value)
     entropy = [r["ac/policy_entropy"] for r in rows if "ac/policy_entropy" in r]
-    uniform = math.log2(envs.num_actions(game))
+    uniform = math.log2(envs.num_actions(game, config["env"]["backend"]))
     entropy_cell = f"{entropy[-1]:.3f} / {uniform:.3f}" if entropy else f"- / {uniform:.3f}"
     for res in results:
       ret = res["episode_returns"]
