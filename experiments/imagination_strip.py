@@ -40,11 +40,11 @@ def main(argv):
   from PIL import Image
 
   from jedi_jax import decoder as dec_lib
-  from jedi_jax import loop
+  from jedi_jax import run_files
   from jedi_jax import replay as replay_lib
   from jedi_jax import world_model
 
-  cfg, state, epoch = loop.load_run(_WORKDIR.value, _NUM_SEEDS.value)
+  cfg, state, epoch = run_files.load_run(_WORKDIR.value, _NUM_SEEDS.value)
   if _NUM_SEEDS.value > 1:
     state = jax.tree.map(lambda x: x[_SEED_INDEX.value], state)
   if cfg.wm.kind != "jedi":

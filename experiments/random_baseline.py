@@ -1,7 +1,7 @@
 """The uniform-random policy's score under the exact test protocol of a trained run.
 
 Same test envs (full games, no life-loss ends, up to 30 no-ops, 27k-step cap), same env seeds per run seed,
-same per-env episode quota as `jedi_jax.loop.evaluate`; only the policy differs. One JSON per game:
+same per-env episode quota as `jedi_jax.evaluate.evaluate`; only the policy differs. One JSON per game:
 
   python -m experiments.random_baseline --games=Boxing,RoadRunner --seeds=0,1 --out=results/random
 """
@@ -26,7 +26,7 @@ def main(argv):
   del argv
   import numpy as np
   from jedi_jax import config as config_lib
-  from jedi_jax import envs, loop
+  from jedi_jax import envs, evaluate
   for game in _GAMES.value:
     envs.check_game(game)
   os.makedirs(_OUT.value, exist_ok=True)
@@ -37,7 +37,7 @@ def main(argv):
       config.game, config.seed = game, seed
       episodes = _EPISODES.value or config.env.num_test_episodes
       t0 = time.time()
-      returns = loop.evaluate_random(config_lib.freeze(config), episodes)
+      returns = evaluate.evaluate_random(config_lib.freeze(config), episodes)
       per_seed[str(seed)] = returns
       print(f"{game} seed {seed}: random policy {np.mean(returns):.2f} +- {np.std(returns):.2f} "
             f"over {len(returns)} games ({time.time() - t0:.0f} s)")

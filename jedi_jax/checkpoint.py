@@ -1,9 +1,9 @@
 """Orbax save/restore of the whole training state, and the workdir's config guard.
 
-What is saved: every leaf of `TrainState` except the env handle (params, optimiser states, replay, policy
-LSTM state, RNG key, counters). envpool cannot snapshot its emulators, so the host loop re-creates the train
-envs after every checkpoint, seeded from (run seed, epoch), in straight runs and resumed runs alike: that is
-what makes a resumed run bit-identical to a straight one (see `jedi_jax.loop`).
+What is saved: every leaf of `TrainState` except the env state (params, optimiser states, replay, policy
+LSTM state, RNG key, counters). envpool cannot snapshot its emulators: a resumed run re-creates the train
+envs and re-steps them with the replay's actions up to the checkpoint (`jedi_jax.resume`), which makes it
+bit-identical to a straight one; saving never touches the envs.
 
 Bad input is refused before anything is written: a workdir whose saved config differs from the requested
 one, and a checkpoint that cannot be restored (the previous one is tried first).
@@ -68,8 +68,8 @@ def check_or_write_config(workdir: str, config) -> bool:
   return False
 
 
-def _saveable(state) -> dict:
-  """The checkpointed part of a TrainState: everything but the env handle."""
+def saveable(state) -> dict:
+  """The checkpointed part of a TrainState: everything but the env state."""
   return {k: getattr(state, k) for k in state.__dataclass_fields__ if k != "env_state"}
 
 
@@ -88,8 +88,8 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def save(self, epoch: int, state, extra: dict[str, Any] | None = None) -> None:
-    """Saves `state` (minus its env handle) plus small JSON-able host-side `extra` data."""
-    item = {"state": _saveable(state), "extra": {k: np.asarray(v) for k, v in (extra or {}).items()}}
+    """Saves `state` (minus its env state) plus small JSON-able host-side `extra` data."""
+    item = {"state": saveable(state), "extra": {k: np.asarray(v) for k, v in (extra or {}).items()}}
     self._manager.save(epoch, args=ocp.args.StandardSave(item), force=True)
     self._manager.wait_until_finished()
 
@@ -103,7 +103,7 @@ class Checkpointer:
     if not epochs:
       return None
     target = {
-        "state": jax.tree.map(_abstract, _saveable(template_state)),
+        "state": jax.tree.map(_abstract, saveable(template_state)),
         "extra": {k: _abstract(np.asarray(v)) for k, v in (template_extra or {}).items()},
     }
     errors = []

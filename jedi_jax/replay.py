@@ -382,20 +382,3 @@ def sample_segments(state: ReplayState, key: jax.Array, batch_size: int, length:
       "mask": mask,
   }
 
-
-def truncate_open_episodes(state: ReplayState, next_obs: jax.Array) -> ReplayState:
-  """Ends every running episode as truncated, e.g. when the train envs are re-created.
-
-  The last row of each running episode gets `trunc=True`, and `next_obs` (the frame after that row's action)
-  is written as an invalid row, so the episode's final step keeps its true next frame.
-
-  Args:
-    state: the replay.
-    next_obs: [E, H, W, 3] uint8, the frame each env shows now.
-  """
-  last = (state.t - 1) % state.capacity
-  running = state.open_episode >= 0
-  state = state.replace(trunc=state.trunc.at[:, last].set(state.trunc[:, last] | running))
-  zeros = jnp.zeros((state.num_envs,), jnp.int32)
-  no = jnp.zeros((state.num_envs,), bool)
-  return add(state, next_obs, zeros, zeros.astype(jnp.float32), no, no, no)

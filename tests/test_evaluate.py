@@ -6,17 +6,17 @@ import numpy as np
 
 from jedi_jax import config as config_lib
 from jedi_jax import envs
-from jedi_jax import loop
+from jedi_jax import evaluate
 from tests.conftest import tiny_config
 
 
 def test_random_policy_evaluation_matches_a_python_loop():
   cfg = config_lib.freeze(tiny_config(**{"env.max_episode_steps": 40, "env.num_test_envs": 2,
                                          "env.num_test_episodes": 3}))
-  got = loop.evaluate_random(cfg, num_episodes=3, chunk=16)
+  got = evaluate.evaluate_random(cfg, num_episodes=3, chunk=16)
 
   # Independent: Python env.step on the test envs with the same action stream; env e plays quota[e] games.
-  env = envs.make_env(cfg.game, 2, loop.test_env_seed(cfg.seed, 2), train=False,
+  env = envs.make_env(cfg.game, 2, evaluate.test_env_seed(cfg.seed, 2), train=False,
                       max_episode_steps=cfg.env.max_episode_steps, noop_max=cfg.env.noop_max)
   env.reset()
   quota = [2, 1]

@@ -400,25 +400,3 @@ def test_bad_weights_rejected():
   with pytest.raises(ValueError):
     replay.sample_segments(state, jax.random.key(0), 2, 2, weights=(0.5, 0.6), pad_after_end=False)
 
-
-def test_truncate_open_episodes_closes_with_true_next_frame():
-  """Re-creating the envs truncates running episodes; the final step keeps the frame shown after it."""
-  state = replay.init_replay(2, 16, obs_shape=(2, 2, 1))
-  frame = lambda v: jnp.full((2, 2, 2, 1), v, jnp.uint8)
-  ones = jnp.ones((2,), bool)
-  no = jnp.zeros((2,), bool)
-  for i in range(3):  # env 0 runs an episode of 3 steps; env 1 ends its episode at the last step
-    end = jnp.array([False, i == 2])
-    state = replay.add(state, frame(i + 1), jnp.zeros(2, jnp.int32), jnp.zeros(2), end, no, ones)
-  state = replay.truncate_open_episodes(state, frame(9))
-  assert bool(state.trunc[0, 2]) and not bool(state.trunc[1, 2])  # only the running episode is cut
-  assert int(state.open_episode[0]) == -1 and int(state.episode_id[0, 3]) == -1
-  assert int(state.obs[0, 3, 0, 0, 0]) == 9
-  seg = replay.sample_segments(state, jax.random.PRNGKey(0), 64, 3, pad_after_end=True)
-  for b in range(64):  # wherever the cut step is sampled, its next frame is the one shown after it
-    for i in range(3):
-      if bool(seg["mask"][b, i]) and bool(seg["trunc"][b, i]):
-        assert int(seg["obs"][b, i + 1, 0, 0, 0]) == 9
-  # New rows start a fresh episode.
-  state = replay.add(state, frame(10), jnp.zeros(2, jnp.int32), jnp.zeros(2), no, no, ones)
-  assert int(state.episode_id[0, 4]) != int(state.episode_id[0, 2])
