@@ -83,7 +83,7 @@ def test_minimal_action_sets():
   for game, n in (("Breakout", 4), ("Pong", 6), ("Boxing", 18), ("MsPacman", 9)):
     with envs.make_env(game, 1, 0, train=False) as env:
       assert env.action_space.n == n, game
-    for backend in envs.BACKENDS:
+    for backend in envs.ATARI_BACKENDS:
       assert envs.num_actions(game, backend) == n, (game, backend)
 
 

@@ -1,4 +1,5 @@
-"""Atari100k environments as DIAMOND runs them (spec section 2), on envpool or ale-py.
+"""Atari100k environments as DIAMOND runs them (spec section 2), on envpool or ale-py; and pure-JAX
+games (Catch, `jax_env.py`) behind the same interface and step protocol, for fast learning tests.
 
 `make_env` returns a batch of N envs with gymnasium vector-env conventions (`reset`, `step`,
 `action_space`, `num_envs`, `close`) and a functional step for the compiled training loop
@@ -20,9 +21,11 @@ from __future__ import annotations
 from jedi_jax.envs.ale_env import AleVectorAtari, StochasticAleAtari
 from jedi_jax.envs.base import AtariBatchEnv
 from jedi_jax.envs.envpool_env import EnvpoolAtari
-from jedi_jax.envs.protocol import GAMES, EnvState, RawStep, StepOutput, advance, check_game
+from jedi_jax.envs.jax_env import JaxBatchEnv
+from jedi_jax.envs.protocol import GAMES, JAX_GAMES, EnvState, RawStep, StepOutput, advance, check_game
 
-BACKENDS = ("envpool", "ale")
+ATARI_BACKENDS = ("envpool", "ale")
+BACKENDS = ATARI_BACKENDS + ("jax",)
 
 
 def make_env(game: str, num_envs: int, seed: int, *, train: bool, backend: str = "envpool",
@@ -31,11 +34,13 @@ def make_env(game: str, num_envs: int, seed: int, *, train: bool, backend: str =
   """Builds N Atari100k envs.
 
   Args:
-    game: an Atari100k game name from `GAMES`, e.g. "Breakout" (envpool "Breakout-v5").
+    game: an Atari100k game name from `GAMES`, e.g. "Breakout" (envpool "Breakout-v5"), or with
+      backend "jax" a pure-JAX game from `JAX_GAMES` ("Catch").
     num_envs: N, envs stepped together.
     seed: env i is seeded with seed + i.
     train: True for the training env (life loss flagged as `terminated`), False for the test env.
-    backend: "envpool" (default; XLA step available) or "ale" (ale-py).
+    backend: "envpool" (default; XLA step available), "ale" (ale-py) or "jax" (pure-JAX games:
+      the step is a jit-able function of the env state, on any device).
     stochastic_frameskip: frame skip ~ U{2..6} per agent step (2605.13013); "ale" backend only.
     max_episode_steps: step cap in agent steps (27,000 = 108k frames).
     noop_max: at most this many no-op frames at reset.
@@ -46,6 +51,7 @@ def make_env(game: str, num_envs: int, seed: int, *, train: bool, backend: str =
   check_game(game)
   if backend not in BACKENDS:
     raise ValueError(f"unknown env backend {backend!r}; valid: {', '.join(BACKENDS)}")
+  check_game(game, backend)
   kwargs = dict(train=train, max_episode_steps=max_episode_steps, noop_max=noop_max)
   if stochastic_frameskip:
     if backend != "ale":
@@ -54,6 +60,8 @@ def make_env(game: str, num_envs: int, seed: int, *, train: bool, backend: str =
     return StochasticAleAtari(game, num_envs, seed, **kwargs)
   if backend == "ale":
     return AleVectorAtari(game, num_envs, seed, **kwargs)
+  if backend == "jax":
+    return JaxBatchEnv(game, num_envs, seed, **kwargs)
   return EnvpoolAtari(game, num_envs, seed, **kwargs)
 
 
@@ -63,6 +71,6 @@ def num_actions(game: str, backend: str = "envpool") -> int:
     return int(env.num_actions)
 
 
-__all__ = ["AleVectorAtari", "AtariBatchEnv", "BACKENDS", "EnvState", "EnvpoolAtari", "GAMES",
-           "RawStep", "StepOutput", "StochasticAleAtari", "advance", "check_game", "make_env",
-           "num_actions"]
+__all__ = ["ATARI_BACKENDS", "AleVectorAtari", "AtariBatchEnv", "BACKENDS", "EnvState", "EnvpoolAtari",
+           "GAMES", "JAX_GAMES", "JaxBatchEnv", "RawStep", "StepOutput", "StochasticAleAtari", "advance",
+           "check_game", "make_env", "num_actions"]

@@ -1,6 +1,6 @@
 """The Atari100k step protocol shared by every backend (spec section 2).
 
-Each backend (envpool, ale-py) produces a `RawStep` per agent step; `advance` turns it into the
+Each backend (envpool, ale-py, pure-JAX games) produces a `RawStep` per agent step; `advance` turns it into the
 `StepOutput` the agent trains on, with DIAMOND's semantics:
 
 * Life loss. The training env flags a life loss as `terminated` while the game simply continues
@@ -34,12 +34,21 @@ def _read_games() -> tuple[str, ...]:
 
 
 GAMES: tuple[str, ...] = _read_games()  # the 26 Atari100k games, e.g. "Breakout", "MsPacman"
+JAX_GAMES: tuple[str, ...] = ("Catch", "MinAtar-Breakout", "MinAtar-Asterix", "MinAtar-Freeway",
+                              "MinAtar-SpaceInvaders")  # pure-JAX games (backend "jax", `jedi_jax/envs/jax_env.py`)
 
 
-def check_game(game: str) -> str:
-  """Returns `game` if it is an Atari100k game name, else raises one clear ValueError."""
-  if game not in GAMES:
-    raise ValueError(f"unknown game {game!r}; valid Atari100k games: {', '.join(GAMES)}")
+def check_game(game: str, backend: str | None = None) -> str:
+  """Returns `game` if it is a known game (for `backend`, when given), else raises one clear ValueError.
+
+  Atari100k games run on the "envpool" and "ale" backends, the pure-JAX games on "jax" only.
+  """
+  if game not in GAMES and game not in JAX_GAMES:
+    raise ValueError(f"unknown game {game!r}; valid Atari100k games: {', '.join(GAMES)}; "
+                     f"pure-JAX games (env.backend 'jax'): {', '.join(JAX_GAMES)}")
+  if backend is not None and (backend == "jax") != (game in JAX_GAMES):
+    need = "'jax'" if game in JAX_GAMES else "'envpool' or 'ale'"
+    raise ValueError(f"game {game!r} needs env.backend {need}, got {backend!r}")
   return game
 
 
@@ -102,7 +111,8 @@ class EnvState(flax.struct.PyTreeNode):
 
   Attributes:
     handle: backend handle: envpool's/ale-py's XLA handle ([8] uint8) on the "xla" path, an empty
-      [0] uint8 placeholder on the "host" path (the pool lives in Python).
+      [0] uint8 placeholder on the "host" path (the pool lives in Python); for the pure-JAX
+      backend on the "xla" path, the whole batch state (`jax_env.JaxEnvHandle`, keys included).
     obs: [N, 64, 64, 3] uint8, the observation the agent acts on next.
     lives: [N] int32, lives after the previous step (to detect a life loss).
     done: [N] bool, the previous step ended the game (game over or truncation): the next step is
