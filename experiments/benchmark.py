@@ -24,7 +24,7 @@ import json
 import os
 import tempfile
 
-SECTIONS = ("world_model", "loop", "env")
+SECTIONS = ("world_model", "loop", "env", "probe")
 
 
 def loop_benchmark(preset: str, game: str, epochs: int, updates: int | None, initial_steps: int) -> None:
@@ -59,6 +59,57 @@ def loop_benchmark(preset: str, game: str, epochs: int, updates: int | None, ini
         f"inside compiled calls, the rest on the host (compiles excluded: {last['perf/compile_seconds']:.0f} s)")
 
 
+def probe_benchmark(preset: str, num_actions: int, repeats: int) -> None:
+  """The cost of the world-model probe (`run.probe_batch_size`) on one regular epoch's updates at `preset`.
+
+  One process, one state (a replay of random frames in 100-step episodes), `train.update_phase` compiled with
+  the probe on and off, timed alternately; collection is left out, so the ratio is an upper bound.
+  """
+  import time
+
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from jedi_jax import config as config_lib
+  from jedi_jax import replay as replay_lib
+  from jedi_jax import train
+
+  def config(probe):
+    c = config_lib.get_config(preset)
+    c.run.probe_batch_size = probe
+    return config_lib.freeze(c)
+
+  base = config(0)
+  state = train.init_train_state(base, num_actions, jax.random.PRNGKey(0), env_state=None,
+                                 obs=np.zeros((1, 64, 64, 3), np.uint8))
+  rng = np.random.default_rng(0)
+  add = jax.jit(replay_lib.add, donate_argnums=0)
+  replay = state.replay
+  for t in range(1_000):
+    replay = add(replay, jnp.asarray(rng.integers(0, 256, (1, 64, 64, 3), np.uint8)),
+                 jnp.asarray([t % num_actions], jnp.int32), jnp.asarray([float(t % 7 == 0)]),
+                 jnp.asarray([t % 100 == 99]), jnp.zeros((1,), bool), jnp.ones((1,), bool))
+  state = state.replace(replay=replay)
+  s = base.schedule
+  plan = train.make_plan(1, s.steps_per_epoch, s.wm_updates_per_epoch, s.ac_updates_per_epoch)
+  fns = {}
+  for name, probe in (("without probe", 0), ("with probe", 4)):
+    t0 = time.time()
+    fns[name] = jax.jit(lambda st, pl, c=config(probe): train.update_phase(st, pl, c)).lower(state, plan).compile()
+    print(f"{name}: compiled in {time.time() - t0:.1f} s", flush=True)
+  times = {name: [] for name in fns}
+  for _ in range(repeats + 1):   # the first round warms up
+    for name, fn in fns.items():
+      t0 = time.time()
+      jax.block_until_ready(fn(state, plan))
+      times[name].append(time.time() - t0)
+  med = {name: float(np.median(ts[1:])) for name, ts in times.items()}
+  print(f"probe: preset {preset}, one epoch's updates ({s.wm_updates_per_epoch} + {s.ac_updates_per_epoch}), "
+        f"median of {repeats}: {med['without probe']:.3f} s without, {med['with probe']:.3f} s with the probe "
+        f"({100 * (med['with probe'] / med['without probe'] - 1):+.1f}%)")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--sections", default=",".join(SECTIONS), help=f"subset of {','.join(SECTIONS)}")
@@ -90,6 +141,9 @@ def main():
   if "loop" in sections:
     print("\n== whole training loop ==", flush=True)
     loop_benchmark(args.preset, args.game, args.loop_epochs, args.loop_updates, args.loop_initial_steps)
+  if "probe" in sections:
+    print("\n== world-model probe overhead ==", flush=True)
+    probe_benchmark(args.preset, args.num_actions, max(args.repeats, 1))
   if "env" in sections:
     print("\n== env collection: envpool XLA step in jit + scan vs raw envpool ==", flush=True)
     for n in (int(x) for x in args.num_envs.split(",")):

@@ -487,8 +487,9 @@ def probe_world_model(wm_params, segment, key: jax.Array, config) -> dict:
   k_alt, k_sample = jax.random.split(key)
   alt_last = (actions[:, -1] + jax.random.randint(k_alt, (b,), 1, max(num_actions, 2))) % num_actions
   alt_actions = actions.at[:, -1].set(alt_last)
-  sample = sample_next(wm_params, cond, actions, k_sample, config)
-  sample_alt = sample_next(wm_params, cond, alt_actions, k_sample, config)
+  # Both action versions in one (vmapped) program, with the same key and so the same sampler noise.
+  both_actions = jnp.stack([actions, alt_actions])
+  sample, sample_alt = jax.vmap(lambda a: sample_next(wm_params, cond, a, k_sample, config))(both_actions)
 
   weight = mask[:, -1].astype(jnp.float32)                               # the step that produced frame K
   spread = jnp.maximum(diagnostics.masked_std(cond, frame_mask[:, :k].any(axis=1).astype(jnp.float32)), 1e-6)
@@ -501,7 +502,8 @@ def probe_world_model(wm_params, segment, key: jax.Array, config) -> dict:
         wm_params, rew_end_initial_state(config, b), seq, acts, config)
     return jax.nn.softmax(rew_logits[:, -1])
 
-  tv = 0.5 * jnp.sum(jnp.abs(reward_probs(sample, actions) - reward_probs(sample_alt, alt_actions)), axis=-1)
+  probs, probs_alt = jax.vmap(reward_probs)(jnp.stack([sample, sample_alt]), both_actions)
+  tv = 0.5 * jnp.sum(jnp.abs(probs - probs_alt), axis=-1)
   out = {
       "sampled_latent_std": diagnostics.masked_std(sample, weight),
       "sample_error": jnp.sqrt(wmean(per_sample(sample - true_next))) / spread,
