@@ -27,6 +27,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config, logs, che
 _PRESET = flags.DEFINE_enum("preset", "atari100k", sorted(config_lib.PRESETS), "Named config preset.")
 _MULTIHOST = flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() first (TPU pod slices, multi-node GPU).")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", "~/.cache/jedi_jax/xla",
+    "Directory of JAX's persistent compilation cache, used by runs whose programs can be cached (pure-JAX "
+    "envs, e.g. Catch; see jedi_jax/compilation_cache.py). Empty: off.")
 _NUM_SEEDS = flags.DEFINE_integer(
     "num_seeds", 1, "Train seeds seed .. seed+K-1 of the game together in one program (jax.vmap); each "
     "writes workdir/seed_<s>/results.json.", lower_bound=1)
@@ -74,10 +78,13 @@ def main(argv):
     from jedi_jax import parallel
     parallel.initialize_multihost()  # before any other JAX call
   # Imported here so that --help and flag errors stay fast.
-  from jedi_jax import checkpoint, envs, loop
+  from jedi_jax import checkpoint, compilation_cache, envs, loop
   try:
     config = resolve_config()
     envs.check_game(config.game)
+    if _COMPILATION_CACHE.value and compilation_cache.cacheable(config):
+      print(f"compilation cache: {compilation_cache.enable(_COMPILATION_CACHE.value)} "
+            "(--compilation_cache= turns it off)")
     if _NUM_SEEDS.value > 1:
       loop.run_seeds(config, os.path.abspath(_WORKDIR.value), _NUM_SEEDS.value)
     else:
