@@ -4,6 +4,7 @@ Same test envs (full games, no life-loss ends, up to 30 no-ops, 27k-step cap), s
 same per-env episode quota as `jedi_jax.evaluate.evaluate`; only the policy differs. One JSON per game:
 
   python -m experiments.random_baseline --games=Boxing,RoadRunner --seeds=0,1 --out=results/random
+  python -m experiments.random_baseline --games=Catch --seeds=0 --preset=catch --out=results/catch/random
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import time
 from absl import app
 from absl import flags
 
-_GAMES = flags.DEFINE_list("games", ["Boxing"], "Atari100k games.")
+_GAMES = flags.DEFINE_list("games", ["Boxing"], "Atari100k games (or pure-JAX games such as Catch with "
+                           "a preset on env.backend 'jax', e.g. --preset=catch).")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Run seeds: each picks the test env seeds of that run seed.")
 _PRESET = flags.DEFINE_string("preset", "atari100k", "Preset whose env/test settings to use.")
 _EPISODES = flags.DEFINE_integer("episodes", None, "Test games per seed (default: the preset's).")
@@ -28,7 +30,7 @@ def main(argv):
   from jedi_jax import config as config_lib
   from jedi_jax import envs, evaluate
   for game in _GAMES.value:
-    envs.check_game(game)
+    envs.check_game(game, config_lib.get_config(_PRESET.value).env.backend)
   os.makedirs(_OUT.value, exist_ok=True)
   for game in _GAMES.value:
     per_seed = {}
