@@ -1,7 +1,7 @@
 """JEDI (latent) vs DIAMOND (pixel) world model: size, compiled cost and step time, side by side.
 
 For each model at the chosen preset's sizes (default: the paper's), it compiles
-  * the world-model update step (loss + gradient + AdamW update, both segments of spec section 7), and
+  * the world-model update step (loss + gradient + AdamW update, both segments DIAMOND's trainer samples), and
   * `sample_next` (the 3-step Euler sampler of one imagination step),
   * imagination: `imagine` with H = 1 (burn-in + one step of policy, sampler and reward/end) and the full
     H = 15 rollout, and the actor-critic update (imagination + loss + gradient),

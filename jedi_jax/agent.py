@@ -4,7 +4,7 @@ Ports DIAMOND's `ActorCritic.forward` and `compute_lambda_returns` (src/models/a
 collection loop (src/coroutines/env_loop.py) to pure functions. The network lives in
 `jedi_jax/nets/actor_critic.py`, the imagined rollout in `jedi_jax/imagination.py`.
 
-Loss (spec section 6), over the H x B imagined steps, each term a mean:
+Loss (DIAMOND src/models/actor_critic.py), over the H x B imagined steps, each term a mean:
   G       = lambda-returns of the sampled rewards, ends and values (no gradient)
   actions = -log pi(a_t | s_t) * stop_gradient(G_t - V(s_t))        REINFORCE with a value baseline
   values  = value_weight * (V(s_t) - G_t)^2

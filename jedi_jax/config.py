@@ -30,7 +30,7 @@ def atari100k() -> ml_collections.ConfigDict:
   c.game = DEFAULT_GAME
   c.seed = 0
 
-  # --- Environment (spec section 2) -----------------------------------------------------------
+  # --- Environment (DIAMOND src/envs/env.py, atari_preprocessing.py) -----------------------------------------------------------
   c.env = ml_collections.ConfigDict()
   c.env.backend = "envpool"            # "envpool" | "ale" | "jax" (pure-JAX games: Catch)
   c.env.step_path = "xla"              # "xla": envpool step inside the compiled epoch; "host": Python step
@@ -41,7 +41,7 @@ def atari100k() -> ml_collections.ConfigDict:
   c.env.num_test_envs = 25             # test episodes run in parallel envs
   c.env.num_test_episodes = 100        # DIAMOND num_final_episodes
 
-  # --- World model (spec sections 3-5) --------------------------------------------------------
+  # --- World model (JEDI arXiv 2505.19698; DIAMOND src/models) --------------------------------------------------------
   c.wm = ml_collections.ConfigDict()
   c.wm.kind = "jedi"                   # "jedi" (latent) | "diamond" (pixel baseline)
   c.wm.num_cond = 4                    # conditioning frames/latents (DIAMOND num_steps_conditioning)
@@ -124,7 +124,7 @@ def atari100k() -> ml_collections.ConfigDict:
   c.replay.capacity = 110_000          # steps per train env; >= the 100k budget plus the 10k initial max
   c.replay.sample_weights = (0.1, 0.1, 0.1, 0.7)
 
-  # --- Schedule (spec section 7; DIAMOND trainer.yaml) ----------------------------------------
+  # --- Schedule (DIAMOND config/trainer.yaml, src/trainer.py) ----------------------------------------
   c.schedule = ml_collections.ConfigDict()
   c.schedule.total_env_steps = 100_000
   c.schedule.initial_min_steps = 5_000
@@ -194,7 +194,7 @@ def debug() -> ml_collections.ConfigDict:
 
 
 def cpu() -> ml_collections.ConfigDict:
-  """A reduced budget that trains on a 2-core CPU: one seed of one game in ~35 min with both cores (issue 9).
+  """A reduced budget that trains on a 2-core CPU: one seed of one game in ~35 min with both cores (docs/results.md).
 
   Everything not listed here is the paper preset: the protocol (DIAMOND's Atari wrappers, 100 test games
   at epsilon 0), the objective and its switches, EDM and the 3-step Euler sampler, the horizon of 15, the

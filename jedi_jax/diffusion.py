@@ -1,4 +1,4 @@
-"""EDM diffusion as DIAMOND uses it (spec section 4): scalings, training noise, loss, Karras sigmas, sampler.
+"""EDM diffusion as DIAMOND uses it (DIAMOND src/models/diffusion/denoiser.py, diffusion_sampler.py): scalings, training noise, loss, Karras sigmas, sampler.
 
 Everything here is model-agnostic: the network enters only through a `denoise_fn(x, sigma) -> denoised`
 closure. Formulas follow eloialonso/diamond (commit 5bcd159) src/models/diffusion/denoiser.py and

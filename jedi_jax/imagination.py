@@ -15,7 +15,7 @@ baseline). Per rollout:
 
 Nothing here is differentiated: the trajectory is data. `agent.actor_critic_loss` re-runs the policy over
 `trajectory.states` to get differentiable logits and values (same parameters, same LSTM resets), so no gradient
-can reach the world model or pass through the sampler (spec section 6).
+can reach the world model or pass through the sampler (as in DIAMOND).
 
 Departure from DIAMOND: an ended episode restarts from the *same* start segment (with fresh sampling noise)
 instead of a newly drawn replay segment, which keeps every shape static inside the scan.

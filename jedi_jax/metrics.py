@@ -1,6 +1,6 @@
 """Atari100k scores: human-normalised scores, aggregates, bootstrap CIs and the game split.
 
-Definitions (spec section 8; rliable's conventions, Agarwal et al. 2021):
+Definitions (JEDI arXiv 2505.19698 and 2605.13013; rliable's conventions, Agarwal et al. 2021):
   * HNS_g = (score - random_g) / (human_g - random_g), with the human/random scores of the IRIS/DIAMOND
     repositories (`data/human_random_scores.json`).
   * mean, median: over games of each game's mean-over-seeds HNS.

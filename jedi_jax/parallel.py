@@ -7,7 +7,7 @@ step key folded with its device index, computes its gradient, and the gradients 
 sampling *is* the batch sharding: nothing needs to be partitioned by the compiler, and the collective is one
 visible mean.
 
-Trap (PLATFORM_NOTES.md): with shard_map's varying-axes checking on (the default), `jax.grad` of a
+Trap (measured on this stack; BUILD_NOTES.md): with shard_map's varying-axes checking on (the default), `jax.grad` of a
 device-local loss with respect to a replicated parameter already sums the gradient over devices (the
 transpose of the implicit `pvary` is a `psum`), so a further `pmean` is a no-op and the gradient is N x too
 large. We turn the checker off (`check_vma=False`: our scans carry zero-initialised LSTM states that it

@@ -8,7 +8,7 @@ their frame is the last frame of the game that just ended, i.e. the "next frame"
 step - but belong to no episode (`episode_id = -1`) and are never sampled as steps.
 
 Episodes. A *training* episode is a maximal run of valid rows of one env ended by a row with
-`end | trunc` (a life loss ends one too: spec section 2) or by an invalid row. Episodes are numbered
+`end | trunc` (a life loss ends one too, as in DIAMOND's training env) or by an invalid row. Episodes are numbered
 by creation, i.e. by their first row (envs of one step in index order; DIAMOND numbers them when they
 first reach its dataset, the same order with one env), and kept in a table of M slots (slot =
 creation index % M: env, first step, rows so far).

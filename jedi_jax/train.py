@@ -4,8 +4,8 @@ One `TrainState` pytree holds everything that changes during a run (params, opti
 handle, policy LSTM state, RNG key, counters). The phases of an epoch are top-level pure functions:
 
   collect             `steps_per_epoch` env steps with the current policy (the env step inside the scan)
-  update_world_model  `n` updates of encoder + denoiser + reward/end (one joint loss, spec section 5)
-  update_actor_critic `n` actor-critic updates in imagination (spec section 6)
+  update_world_model  `n` updates of encoder + denoiser + reward/end (one joint loss, arXiv 2505.19698)
+  update_actor_critic `n` actor-critic updates in imagination (DIAMOND's actor-critic)
 
 and `run_epochs` scans whole epochs (collect, then the updates) so that a host call runs K epochs in one
 compiled program. The host loop (`jedi_jax.loop`) only calls these, logs and checkpoints.

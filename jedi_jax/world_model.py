@@ -1,4 +1,4 @@
-"""The world model: JEDI's end-to-end latent objective (spec section 5) and the DIAMOND pixel baseline.
+"""The world model: JEDI's end-to-end latent objective (arXiv 2505.19698) and the DIAMOND pixel baseline.
 
 `config.wm.kind` selects the model; both share this code, the blocks and the public API (docs/CONTRACTS.md):
   * "jedi":    state = C(E_phi(frame)) in [-3, 3]^{8x8x16}; latent EDM denoiser; reward/end on latents.
@@ -16,7 +16,7 @@ real when step k or step k - 1 is (`segment_frame_mask`); padded frames normalis
     predicts frame o+i+num_cond; its loss is masked by mask[:, o+i+num_cond-1], the step that produced it.
   * rew_end (T = horizon + num_cond): step t is the transition (obs[t], act[t], obs[t+1]) with targets
     sign(rew[t]) and end[t], masked by mask[t]; the LSTM runs over the T steps from a zero state.
-All frames of both segments go through the encoder in one call, once per loss evaluation (spec section 9).
+All frames of both segments go through the encoder in one call, once per loss evaluation (docs/benchmarks.md).
 
 Sizes at the atari100k preset, 18 actions (tests/test_world_model.py prints them): JEDI encoder 155,008,
 latent denoiser 5,949,392 (`wm.denoiser_depths = (2,)`), reward/end 5,880,352; with a ~2M latent
@@ -174,7 +174,7 @@ def _weight_decay_mask(params):
 
 
 def world_model_optimizer(config) -> optax.GradientTransformation:
-  """AdamW per parameter group, each with its own grad-norm clip (spec section 7).
+  """AdamW per parameter group, each with its own grad-norm clip (DIAMOND config/trainer.yaml).
 
   Groups: "denoiser" (clip max_grad_norm_denoiser), "encoder" (lr x wm.encoder_lr_scale; the paper's 0.3
   slows the encoder relative to the denoiser it feeds), "rew_end" (both clip max_grad_norm_other).
@@ -344,7 +344,7 @@ def rew_end_loss(params, states: jax.Array, segment: dict, config):
 
 def dynamics_loss(params, states: jax.Array, actions: jax.Array, target_mask: jax.Array, key: jax.Array,
                   config):
-  """EDM denoising loss over num_predictions autoregressive predictions (spec section 5, DIAMOND
+  """EDM denoising loss over num_predictions autoregressive predictions (arXiv 2505.19698, DIAMOND
   denoiser.forward).
 
   Args:

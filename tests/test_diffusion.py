@@ -45,7 +45,7 @@ def test_karras_sigmas_match_diamond(num_steps, sigma_min, sigma_max, rho):
 
 
 def test_karras_sigmas_paper_values():
-  # The sampler of the paper: 3 steps, sigma_min 2e-3, sigma_max 5, rho 7 (spec section 4). Middle value by
+  # The sampler of the paper: 3 steps, sigma_min 2e-3, sigma_max 5, rho 7 (DIAMOND src/models/diffusion/denoiser.py, diffusion_sampler.py). Middle value by
   # hand: ((5^(1/7) + 0.002^(1/7)) / 2)^7 = 0.28308.
   got = np.asarray(diffusion.karras_sigmas(3, 2e-3, 5.0, 7.0))
   np.testing.assert_allclose(got, [5.0, 0.2830819, 0.002, 0.0], rtol=1e-5)

@@ -213,7 +213,7 @@ def test_masked_steps_are_excluded_from_every_loss():
 
 
 # ------------------------------------------------------------------------------------------------------
-# Gradient routing of JEDI's objective (spec section 5), on given latents
+# Gradient routing of JEDI's objective (arXiv 2505.19698), on given latents
 # ------------------------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
@@ -275,7 +275,7 @@ def test_random_switch_is_one_coin_per_batch():
 
 
 # ------------------------------------------------------------------------------------------------------
-# Optimiser (spec section 7)
+# Optimiser (DIAMOND config/trainer.yaml)
 # ------------------------------------------------------------------------------------------------------
 
 def _optimizer_config(**optim):

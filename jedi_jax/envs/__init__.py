@@ -1,4 +1,4 @@
-"""Atari100k environments as DIAMOND runs them (spec section 2), on envpool or ale-py; and pure-JAX
+"""Atari100k environments as DIAMOND runs them (src/envs/env.py), on envpool or ale-py; and pure-JAX
 games (Catch, `jax_env.py`) behind the same interface and step protocol, for fast learning tests.
 
 `make_env` returns a batch of N envs with gymnasium vector-env conventions (`reset`, `step`,

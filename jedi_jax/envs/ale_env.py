@@ -28,12 +28,12 @@ from jedi_jax.envs import protocol
 from jedi_jax.envs.base import OBS_SHAPE, AtariBatchEnv
 from jedi_jax.envs.protocol import RawStep
 
-FRAME_SKIP = 4                        # spec section 2 (fixed frame skip)
+FRAME_SKIP = 4                        # DIAMOND's fixed frame skip
 STOCHASTIC_FRAME_SKIPS = (2, 6)       # 2605.13013: frame skip ~ U{2, ..., 6} (inclusive bounds)
 
 
 def ale_vector_options(max_episode_steps: int, noop_max: int) -> dict:
-  """`AtariVectorEnv` options for the Atari100k protocol (spec section 2)."""
+  """`AtariVectorEnv` options for the Atari100k protocol (DIAMOND src/envs/env.py)."""
   return dict(
       img_height=64, img_width=64, grayscale=False, stack_num=1,
       frameskip=FRAME_SKIP, maxpool=True,

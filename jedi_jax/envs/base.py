@@ -18,7 +18,7 @@ import numpy as np
 from jedi_jax.envs import protocol
 from jedi_jax.envs.protocol import EnvState, RawStep, StepOutput
 
-OBS_SHAPE = (64, 64, 3)  # one RGB frame, NHWC (spec section 2)
+OBS_SHAPE = (64, 64, 3)  # one RGB frame, NHWC (DIAMOND's 64x64 RGB observations)
 
 StepFn = Callable[[EnvState, jax.Array], tuple[EnvState, StepOutput]]
 RawStepFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, RawStep]]  # (handle, actions)

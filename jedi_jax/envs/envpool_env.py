@@ -1,6 +1,6 @@
 """The Atari100k protocol on envpool (the default backend), with its XLA step.
 
-Options follow spec section 2. Departures from envpool's defaults that matter: `use_fire_reset`
+Options follow DIAMOND's Atari setup (src/envs/env.py, atari_preprocessing.py). Departures from envpool's defaults that matter: `use_fire_reset`
 (envpool: True) is off, as DIAMOND never presses FIRE at reset; `episodic_life` is off because
 envpool's version reports the life loss and then plays 1-30 extra no-op frames on the next step,
 whereas DIAMOND's game simply continues (the flag is derived from `lives` in `protocol.advance`).
@@ -25,7 +25,7 @@ from jedi_jax.envs.protocol import RawStep
 
 
 def envpool_options(max_episode_steps: int, noop_max: int) -> dict:
-  """envpool Atari options for the Atari100k protocol (spec section 2)."""
+  """envpool Atari options for the Atari100k protocol (DIAMOND src/envs/env.py)."""
   return dict(
       img_height=64, img_width=64, gray_scale=False, stack_num=1, use_inter_area_resize=True,
       frame_skip=4,                      # envpool always max-pools the last 2 raw frames
@@ -79,7 +79,7 @@ class EnvpoolAtari(AtariBatchEnv):
 
   def _backend_xla(self):
     # The pool was just reset synchronously (by `functional`); calling envpool's async_reset and
-    # then step without a recv scrambles env ids (PLATFORM_NOTES).
+    # then step without a recv scrambles env ids (BUILD_NOTES.md).
     handle, _, _, xla_step = self._pool.xla()
 
     def raw_step(handle, actions):

@@ -1,4 +1,4 @@
-"""The Atari100k step protocol shared by every backend (spec section 2).
+"""The Atari100k step protocol shared by every backend (as DIAMOND's src/envs/env.py runs Atari).
 
 Each backend (envpool, ale-py, pure-JAX games) produces a `RawStep` per agent step; `advance` turns it into the
 `StepOutput` the agent trains on, with DIAMOND's semantics:

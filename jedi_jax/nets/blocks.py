@@ -1,7 +1,7 @@
 """DIAMOND's building blocks (eloialonso/diamond src/models/blocks.py) in Flax linen, NHWC.
 
 Shared by the encoder, the latent and pixel denoisers, the reward/termination model and the actor-critic.
-Porting choices kept from DIAMOND (spec section 3):
+Porting choices kept from DIAMOND (JEDI, arXiv 2505.19698):
   * GroupNorm uses max(1, C // 32) groups and eps 1e-5 (Flax's default of 32 groups differs).
   * AdaGroupNorm: an affine-free GroupNorm whose scale/shift come from a Linear of the conditioning vector.
   * The second conv of every ResBlock and the output convs are zero-initialised.

@@ -1,4 +1,4 @@
-"""JEDI's frame encoder E_phi: a 64x64x3 frame -> a latent [8, 8, 16] (spec section 3).
+"""JEDI's frame encoder E_phi: a 64x64x3 frame -> a latent [8, 8, 16] (JEDI, arXiv 2505.19698).
 
 Four stages of unconditioned ResBlocks (DIAMOND's block design, GroupNorm with max(1, C // 32) groups),
 a stride-2 Downsample after each stage flagged in `down`, then GroupNorm -> SiLU -> 3x3 conv to the latent
