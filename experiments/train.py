@@ -21,7 +21,8 @@ from ml_collections import config_flags
 
 from jedi_jax import config as config_lib
 
-_GAME = flags.DEFINE_string("game", config_lib.DEFAULT_GAME, "Atari100k game, e.g. Breakout, Pong, MsPacman.")
+_GAME = flags.DEFINE_string("game", None, "Atari100k game, e.g. Breakout, Pong, MsPacman, or a pure-JAX game "
+                           "(Catch); default: the preset's game (Breakout; Catch for --preset=catch).")
 _SEED = flags.DEFINE_integer("seed", None, "Run seed (required for the atari100k preset; debug defaults to 0).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config, logs, checkpoints and results.")
 _PRESET = flags.DEFINE_enum("preset", "atari100k", sorted(config_lib.PRESETS), "Named config preset.")
@@ -63,7 +64,7 @@ def resolve_config():
     node[leaf] = value
   if _SEED.value is None and config.preset == "atari100k":
     raise ValueError("--seed is required for the atari100k preset (runs of the paper's tables are per seed)")
-  config.game = _GAME.value
+  config.game = _GAME.value or config.game
   config.seed = 0 if _SEED.value is None else _SEED.value
   config_lib.validate(config)
   return config
@@ -81,7 +82,7 @@ def main(argv):
   from jedi_jax import checkpoint, compilation_cache, envs, loop
   try:
     config = resolve_config()
-    envs.check_game(config.game)
+    envs.check_game(config.game, config.env.backend)
     if _COMPILATION_CACHE.value and compilation_cache.cacheable(config):
       print(f"compilation cache: {compilation_cache.enable(_COMPILATION_CACHE.value)} "
             "(--compilation_cache= turns it off)")
