@@ -46,7 +46,7 @@ def _cli_env(env_extra=None):
   return env
 
 
-def _run_cli(*args, timeout=600, env_extra=None):
+def _run_cli(*args, timeout=1800, env_extra=None):
   return subprocess.run([sys.executable, "-m", "experiments.train", *args], cwd=ROOT, env=_cli_env(env_extra),
                         capture_output=True, text=True, timeout=timeout)
 
@@ -64,7 +64,7 @@ def _tiny_flags(**overrides) -> list[str]:
   return ["--preset=debug"] + [f"--config.{k}={v}" for k, v in sorted(want.items()) if base.get(k) != v]
 
 
-def _run_and_kill_after(args, checkpoints: int, timeout=600):
+def _run_and_kill_after(args, checkpoints: int, timeout=1800):
   """Starts the entry point and kills it with SIGKILL right after its `checkpoints`-th checkpoint."""
   proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *args], cwd=ROOT, env=_cli_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -200,6 +200,16 @@ def test_results_and_load_run(reference):
   assert all(np.isfinite(v) for r in rows for k, v in r.items() if k.endswith("loss"))
   timed = [r for r in rows if "perf/compiled_fraction" in r]
   assert timed and all(0 < r["perf/compiled_fraction"] <= 1 for r in timed)
+  # The learning diagnostics (docs/metrics.md) are in every training row, finite, counts turned into rates.
+  trained = [r for r in rows if "wm/loss" in r]
+  for key in ("wm/action_sensitivity", "wm/action_sensitivity_reward", "wm/sampled_latent_std", "wm/latent_std",
+              "wm/sample_error", "wm/rew_count_zero", "wm/end_count", "ac/imagined_reward_rate_pos",
+              "ac/imagined_reward_rate_neg"):
+    assert trained and all(key in r and np.isfinite(r[key]) for r in trained), key
+  assert all("collect/reward_rate_pos" in r and "collect/reward_rate_neg" in r
+             for r in rows if "collect/games_finished" in r)
+  assert any("wm/rew_recall_zero" in r for r in trained)
+  assert not any("_hits" in k or "_predicted" in k for r in rows for k in r)
   cfg, loaded, epoch = run_files.load_run(str(ref_dir))
   assert epoch == EPOCHS and cfg.game == config.game
   assert run_files.final_state_checksum(loaded) == results["final_state_checksum"]
@@ -270,6 +280,7 @@ def test_data_parallel_on_4_fake_devices_and_its_resume(tmp_path):
   assert results["game"] == "Breakout" and results["seed"] == 0 and np.isfinite(results["score"])
   rows = read_metrics(str(workdir))
   assert any(k.startswith("wm/") for k in rows[0]) and any(k.startswith("ac/") for k in rows[0])
+  assert "wm/action_sensitivity" in rows[0]   # the probe runs in the data-parallel update program too
   assert any("perf/collect_call_seconds" in r for r in rows)
   assert os.listdir(workdir / "tb")
 
