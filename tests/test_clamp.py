@@ -38,32 +38,32 @@ def _in_range_latents(shape, seed=0):
   return jnp.asarray(np.random.default_rng(seed).uniform(-2.9, 2.9, shape), jnp.float32)
 
 
+def _sample_from_exact_denoiser(monkeypatch, batch, **overrides):
+  """(target y, `sample_next`'s output) for a denoiser that always predicts y; overrides: section__field=v."""
+  cfg = config_lib.to_config_dict(tiny_config())
+  for path, value in overrides.items():
+    section, field = path.split("__")
+    cfg[section][field] = value
+  cfg = config_lib.freeze(cfg)
+  s = wm.state_shape(cfg)
+  target = _in_range_latents((batch,) + s)
+  monkeypatch.setattr(wm, "_denoiser_net", lambda c, n: _ExactDenoiserNet(target, c))
+  params = {"denoiser": {"act_emb": {"embedding": jnp.zeros((NUM_ACTIONS, 2))}}}
+  cond = jnp.zeros((batch, cfg.wm.num_cond) + s)
+  out = wm.sample_next(params, cond, jnp.zeros((batch, cfg.wm.num_cond), jnp.int32), jax.random.PRNGKey(1), cfg)
+  return target, out
+
+
 @pytest.mark.parametrize("num_steps,order", [(3, 1), (2, 2)])
 def test_clamp_sampler_returns_exact_prediction(monkeypatch, num_steps, order):
   """A denoiser that always predicts y (|y| < 3) makes `sample_next` return y, at any sampler setting."""
-  cfg = config_lib.to_config_dict(tiny_config())
-  cfg.sampler.num_steps, cfg.sampler.order = num_steps, order
-  cfg = config_lib.freeze(cfg)
-  s = wm.state_shape(cfg)
-  target = _in_range_latents((3,) + s)
-  monkeypatch.setattr(wm, "_denoiser_net", lambda c, n: _ExactDenoiserNet(target, c))
-  params = {"denoiser": {"act_emb": {"embedding": jnp.zeros((NUM_ACTIONS, 2))}}}
-  cond = jnp.zeros((3, cfg.wm.num_cond) + s)
-  out = wm.sample_next(params, cond, jnp.zeros((3, cfg.wm.num_cond), jnp.int32), jax.random.PRNGKey(1), cfg)
+  target, out = _sample_from_exact_denoiser(monkeypatch, 3, sampler__num_steps=num_steps, sampler__order=order)
   np.testing.assert_allclose(np.asarray(out), np.asarray(target), atol=2e-5)
 
 
 def test_clamp_tanh_ablation_shrinks_exact_prediction(monkeypatch):
   """The kept ablation ("tanh") is the earlier C-on-every-estimate: y comes out as C(y), not y."""
-  cfg = config_lib.to_config_dict(tiny_config())
-  cfg.wm.prediction_clamp = "tanh"
-  cfg = config_lib.freeze(cfg)
-  s = wm.state_shape(cfg)
-  target = _in_range_latents((2,) + s)
-  monkeypatch.setattr(wm, "_denoiser_net", lambda c, n: _ExactDenoiserNet(target, c))
-  params = {"denoiser": {"act_emb": {"embedding": jnp.zeros((NUM_ACTIONS, 2))}}}
-  cond = jnp.zeros((2, cfg.wm.num_cond) + s)
-  out = wm.sample_next(params, cond, jnp.zeros((2, cfg.wm.num_cond), jnp.int32), jax.random.PRNGKey(1), cfg)
+  target, out = _sample_from_exact_denoiser(monkeypatch, 2, wm__prediction_clamp="tanh")
   np.testing.assert_allclose(np.asarray(out), np.asarray(wm.clamp_latent(target)), atol=2e-5)
   assert float(jnp.max(jnp.abs(out - target))) > 0.5   # 23% of 2.9
 
