@@ -153,13 +153,9 @@ def atari100k() -> ml_collections.ConfigDict:
   return c
 
 
-def debug() -> ml_collections.ConfigDict:
-  """Tiny everything: an end-to-end CPU run in about two minutes. Not for results."""
-  c = atari100k()
-  c.preset = "debug"
-  c.env.num_test_envs = 4
-  c.env.num_test_episodes = 4
-  c.env.max_episode_steps = 500
+def _tiny_networks(c: ml_collections.ConfigDict, lstm_dim: int, ac_latent_channels: tuple) -> None:
+  """The smallest networks that still exercise every block (encoder 8-16 channels, denoiser 32, one block
+  per stage), shared by the `debug` preset and the pure-JAX testbeds; LSTMs of `lstm_dim`."""
   c.wm.encoder_channels = (8, 8, 8, 16)
   c.wm.encoder_depths = (1, 1, 1, 1)
   c.wm.denoiser_channels = (32,)
@@ -171,10 +167,20 @@ def debug() -> ml_collections.ConfigDict:
   c.wm.rew_end_channels = (8, 8, 8, 8)
   c.wm.rew_end_depths = (1, 1, 1, 1)
   c.wm.rew_end_cond_channels = 16
-  c.wm.rew_end_lstm_dim = 32
+  c.wm.rew_end_lstm_dim = lstm_dim
   c.ac.channels = (8, 8, 16, 16)
-  c.ac.latent_channels = (8, 8)
-  c.ac.lstm_dim = 32
+  c.ac.latent_channels = tuple(ac_latent_channels)
+  c.ac.lstm_dim = lstm_dim
+
+
+def debug() -> ml_collections.ConfigDict:
+  """Tiny everything: an end-to-end CPU run in about two minutes. Not for results."""
+  c = atari100k()
+  c.preset = "debug"
+  c.env.num_test_envs = 4
+  c.env.num_test_episodes = 4
+  c.env.max_episode_steps = 500
+  _tiny_networks(c, lstm_dim=32, ac_latent_channels=(8, 8))
   c.ac.horizon = 5
   c.optim.batch_size = 4
   c.replay.capacity = 2_000
@@ -249,21 +255,7 @@ def catch() -> ml_collections.ConfigDict:
   c.game = "Catch"
   c.env.backend = "jax"                # the env step is a pure function inside the compiled epoch
   c.env.max_episode_steps = 1_000      # a Catch game lasts 9 steps; the cap never binds
-  c.wm.encoder_channels = (8, 8, 8, 16)
-  c.wm.encoder_depths = (1, 1, 1, 1)
-  c.wm.denoiser_channels = (32,)
-  c.wm.denoiser_depths = (1,)
-  c.wm.denoiser_cond_channels = 32
-  c.wm.pixel_channels = (8, 8, 8, 8)
-  c.wm.pixel_depths = (1, 1, 1, 1)
-  c.wm.pixel_cond_channels = 32
-  c.wm.rew_end_channels = (8, 8, 8, 8)
-  c.wm.rew_end_depths = (1, 1, 1, 1)
-  c.wm.rew_end_cond_channels = 16
-  c.wm.rew_end_lstm_dim = 64
-  c.ac.channels = (8, 8, 16, 16)
-  c.ac.latent_channels = (16, 16)
-  c.ac.lstm_dim = 64
+  _tiny_networks(c, lstm_dim=64, ac_latent_channels=(16, 16))
   c.optim.batch_size = 16
   c.replay.capacity = 4_200
   c.schedule.total_env_steps = 4_000
