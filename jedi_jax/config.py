@@ -49,6 +49,7 @@ def atari100k() -> ml_collections.ConfigDict:
   c.wm.encoder_channels = (32, 32, 32, 16)
   c.wm.encoder_depths = (2, 2, 2, 2)
   c.wm.encoder_down = (1, 1, 1, 0)
+  c.wm.encoder_patch = 1               # stem: 1 = the paper's 3x3 conv; p > 1 = p x p patches (CPU testbeds)
   c.wm.latent_clamp = True             # encoder output C(z) = 3 tanh(z / 3) (paper; ablated)
   # Denoised latent estimates (sampler steps, own-prediction switch): "clip" to [-3, 3] (idempotent: an exact
   # prediction passes unchanged; ours, docs/design.md), "tanh" (C again: shrinks exact predictions), "none".
@@ -333,6 +334,11 @@ def validate(config) -> None:
       (c.env.num_test_episodes >= 1 and c.env.num_test_envs >= 1, "env.num_test_episodes and env.num_test_envs must be >= 1"),
       (0.0 <= c.ac.epsilon_collect <= 1.0 and 0.0 <= c.ac.epsilon_test <= 1.0, "epsilons must lie in [0, 1]"),
       (c.ac.horizon >= 1, f"ac.horizon must be >= 1, got {c.ac.horizon}"),
+      (len(c.wm.encoder_channels) == len(c.wm.encoder_depths) == len(c.wm.encoder_down),
+       "wm.encoder_channels, wm.encoder_depths and wm.encoder_down must have the same length"),
+      (c.wm.encoder_patch >= 1 and 64 % (c.wm.encoder_patch * 2 ** sum(c.wm.encoder_down)) == 0,
+       f"wm.encoder_patch x 2^sum(wm.encoder_down) must divide 64, got patch {c.wm.encoder_patch} and "
+       f"down {tuple(c.wm.encoder_down)}"),
   ]
   for ok, message in checks:
     if not ok:

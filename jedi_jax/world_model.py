@@ -58,7 +58,7 @@ def state_shape(config) -> tuple:
     return FRAME_SHAPE
   if wm.kind != "jedi":
     raise ValueError(f"unknown config.wm.kind {wm.kind!r}; valid: 'jedi', 'diamond'")
-  side = FRAME_SHAPE[0] // 2 ** sum(wm.encoder_down)
+  side = FRAME_SHAPE[0] // wm.encoder_patch // 2 ** sum(wm.encoder_down)
   return (side, side, wm.encoder_channels[-1])
 
 
@@ -105,7 +105,8 @@ def clamp_prediction(d: jax.Array, kind: str) -> jax.Array:
 
 def _encoder_net(config) -> Encoder:
   wm = config.wm
-  return Encoder(tuple(wm.encoder_channels), tuple(wm.encoder_depths), tuple(wm.encoder_down))
+  return Encoder(tuple(wm.encoder_channels), tuple(wm.encoder_depths), tuple(wm.encoder_down),
+                 wm.encoder_patch)
 
 
 def _denoiser_net(config, num_actions: int) -> DenoiserNet:

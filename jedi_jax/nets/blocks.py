@@ -47,6 +47,12 @@ def Conv3x3(features: int, *, zero_init: bool = False, name: Optional[str] = Non
                  conv_general_dilated=loop_friendly_conv)
 
 
+def PatchConv(features: int, patch: int, *, name: Optional[str] = None) -> nn.Conv:
+  """patch x patch conv with stride patch, no padding: [B, H, W, C] -> [B, H / patch, W / patch, features]."""
+  return nn.Conv(features, (patch, patch), strides=(patch, patch), padding="VALID",
+                 kernel_init=torch_default_init, name=name, conv_general_dilated=loop_friendly_conv)
+
+
 def Conv1x1(features: int, *, name: Optional[str] = None) -> nn.Conv:
   """1x1 conv (channel projection)."""
   return nn.Conv(features, (1, 1), padding="VALID", kernel_init=torch_default_init, name=name,
