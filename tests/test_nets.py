@@ -136,6 +136,25 @@ def test_encoder_paper_shape_and_size():
   assert z.shape == (2, 8, 8, 8) and np.all(np.isfinite(np.asarray(z))) and np.asarray(z).std() > 0
 
 
+def test_encoder_patch_stem_is_a_linear_map_of_each_patch():
+  """Patch 4: conv_in maps each non-overlapping 4x4 patch alone (a change outside a patch leaves the other
+  stem outputs untouched), and 64 -> 16 -> 8 with one Downsample."""
+  enc = Encoder((8, 16), (1, 1), (1, 0), patch=4)
+  x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 64, 64, 3)), jnp.float32)
+  variables = enc.init(KEY, x)
+  assert enc.apply(variables, x).shape == (1, 8, 8, 16)
+  stem = blocks.PatchConv(8, 4)
+  p = {"params": variables["params"]["conv_in"]}
+  y = stem.apply(p, x)
+  k = np.asarray(p["params"]["kernel"]).reshape(48, 8)
+  patch = np.asarray(x[0, 20:24, 36:40]).reshape(48)
+  np.testing.assert_allclose(np.asarray(y[0, 5, 9]), patch @ k + np.asarray(p["params"]["bias"]), rtol=1e-5,
+                             atol=1e-5)
+  y2 = stem.apply(p, x.at[0, 20:24, 36:40].set(0.0))
+  changed = np.abs(np.asarray(y2 - y)).max(-1)[0] > 0
+  assert changed[5, 9] and changed.sum() == 1
+
+
 def test_denoiser_net_output_is_zero_at_init_and_conditioned():
   net = DenoiserNet(out_channels=4, channels=(16,), depths=(1,), cond_channels=16, num_cond=4, num_actions=3)
   x, cond = jnp.ones((2, 8, 8, 4)), jnp.ones((2, 4, 8, 8, 4))
