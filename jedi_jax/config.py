@@ -290,8 +290,9 @@ def minatar() -> ml_collections.ConfigDict:
   """MinAtar Breakout (Young & Tian 2019, arXiv 1903.03176; gymnax's JAX port, `jedi_jax/envs/minatar.py`)
   sized so that one seed trains in at most 2.5 h on a 2-core CPU.
 
-  The Catch testbed's agent, networks and update ratio (`catch()`), on a harder game with a longer budget:
-  the size of the budget comes from the measured epoch speed (docs/results.md, "MinAtar").
+  The Catch testbed's agent, networks, lr, horizon and update ratio (`catch()`: 40 + 40 updates per 100 env
+  steps), on a harder game with a longer budget: 20k env steps are 190 epochs of ~34 s at the measured update
+  costs (docs/results.md, "MinAtar"), ~1.9 h with the first epoch and compiling.
   `--game=MinAtar-Asterix|MinAtar-Freeway|MinAtar-SpaceInvaders` runs the other MinAtar games.
   """
   c = catch()
