@@ -57,11 +57,7 @@ def resolve_config():
   for path, value in config_flags.get_override_values(flags.FLAGS["config"]).items():
     if path in ("game", "seed"):
       raise ValueError(f"set {path} with --{path}, not --config.{path}")
-    node = config
-    *parents, leaf = path.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+    config_lib.set_field(config, path, value)
   if _SEED.value is None and config.preset == "atari100k":
     raise ValueError("--seed is required for the atari100k preset (runs of the paper's tables are per seed)")
   config.game = _GAME.value or config.game

@@ -359,6 +359,15 @@ def validate(config) -> None:
       raise ValueError(message)
 
 
+def set_field(config, path: str, value) -> None:
+  """Sets one field by its dotted path ("optim.lr") in a mutable config."""
+  node = config
+  *parents, leaf = path.split(".")
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+
+
 def to_dict(config) -> dict:
   """Plain JSON-able dict of a (frozen or not) config; tuples become lists."""
   return json.loads(config.to_json_best_effort(sort_keys=True))

@@ -36,11 +36,7 @@ def tiny_config(**overrides):
   c.schedule.epochs_per_call = 2
   c.run.checkpoint_every = 2
   for path, value in overrides.items():
-    node = c
-    *parents, leaf = path.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+    config_lib.set_field(c, path, value)
   config_lib.validate(c)
   return c
 
