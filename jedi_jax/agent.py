@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jedi_jax import optim
 from jedi_jax.imagination import (Trajectory, WorldModelFns, default_world_model, imagine, log_prob_and_entropy,
                                   policy_over_trajectory)
 from jedi_jax.nets.actor_critic import ac_initial_state, ac_step, init_actor_critic_params, num_actions_of
@@ -99,20 +100,12 @@ def actor_critic_loss_fn(ac_params, wm_params, start: dict, key: jax.Array, conf
   return actor_critic_loss(ac_params, trajectory, config)
 
 
-def _decay_mask(params: PyTree) -> PyTree:
-  """Weight decay on conv/linear/LSTM kernels only: not on biases or norms (DIAMOND `configure_opt`)."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
-
-
 def actor_critic_optimizer(config) -> optax.GradientTransformation:
-  """Grad-norm clip, then AdamW with a linear warm-up from 0 (DIAMOND `get_lr_sched`) and constant lr after."""
+  """Grad-norm clip, then AdamW with a linear warm-up from 0 (DIAMOND `get_lr_sched`) and constant lr after
+  (`jedi_jax.optim`)."""
   o = config.optim
-  schedule = optax.linear_schedule(0.0, o.lr, max(1, o.warmup_steps))
-  return optax.chain(
-      optax.clip_by_global_norm(o.max_grad_norm_other),
-      optax.adamw(schedule, eps=o.eps, weight_decay=o.weight_decay_ac, mask=_decay_mask),
-  )
+  return optim.adamw_group(optim.warmup_schedule(o.lr, o.warmup_steps), max_grad_norm=o.max_grad_norm_other,
+                           weight_decay=o.weight_decay_ac, eps=o.eps)
 
 
 def act(ac_params, wm_params, lstm_state, obs: jax.Array, is_first: jax.Array, key: jax.Array,

@@ -273,17 +273,27 @@ def actor_critic_step(state: TrainState, config, local_fn: Callable = actor_crit
   return state, dict(metrics, **m)
 
 
-def _loop_mean(step_fn: Callable, state: TrainState, num_updates) -> tuple[TrainState, dict]:
-  """Runs `num_updates` (may be traced) steps; returns the mean of each metric (zeros when 0 updates)."""
-  shapes = jax.eval_shape(step_fn, state)[1]
-  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+def loop_sum(step_fn: Callable, state, num_steps) -> tuple[Any, dict]:
+  """Runs `state, metrics = step_fn(state)` `num_steps` times (may be traced) in one compiled loop; returns
+  the final state and the sum of each metric over the steps (zeros when 0 steps).
+
+  `step_fn` is traced once: the shapes of its metrics (the loop's initial sums) come from the same trace
+  as the loop body (`jax.jit` caches it), not from a second trace of the whole step.
+  """
+  step_fn = jax.jit(step_fn)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(step_fn, state)[1])
 
   def body(_, carry):
     state, sums = carry
     state, metrics = step_fn(state)
     return state, jax.tree.map(jnp.add, sums, metrics)
 
-  state, sums = jax.lax.fori_loop(0, num_updates, body, (state, zeros))
+  return jax.lax.fori_loop(0, num_steps, body, (state, zeros))
+
+
+def _loop_mean(step_fn: Callable, state: TrainState, num_updates) -> tuple[TrainState, dict]:
+  """Runs `num_updates` (may be traced) steps; returns the mean of each metric (zeros when 0 updates)."""
+  state, sums = loop_sum(step_fn, state, num_updates)
   return state, jax.tree.map(lambda x: x / jnp.maximum(num_updates, 1), sums)
 
 
@@ -359,14 +369,7 @@ def run_epochs(state: TrainState, plan: EpochPlan, config, env_step: EnvStepFn, 
                ) -> tuple[TrainState, dict]:
   """`plan.num_epochs` epochs in one compiled loop. Update metrics are averaged over the epochs and the
   collection statistics summed (both per call)."""
-  def body(_, carry):
-    state, sums = carry
-    state, metrics = run_epoch(state, plan, config, env_step, **kw)
-    return state, jax.tree.map(jnp.add, sums, metrics)
-
-  shapes = jax.eval_shape(lambda s: run_epoch(s, plan, config, env_step, **kw), state)[1]
-  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-  state, sums = jax.lax.fori_loop(0, plan.num_epochs, body, (state, zeros))
+  state, sums = loop_sum(lambda s: run_epoch(s, plan, config, env_step, **kw), state, plan.num_epochs)
   n = jnp.maximum(plan.num_epochs, 1)
   return state, {k: v if k.startswith("collect/") else v / n for k, v in sums.items()}
 

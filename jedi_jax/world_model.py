@@ -38,6 +38,7 @@ import optax
 
 from jedi_jax import diagnostics
 from jedi_jax import diffusion
+from jedi_jax import optim
 from jedi_jax.nets import blocks
 from jedi_jax.nets.denoiser import DenoiserNet
 from jedi_jax.nets.encoder import Encoder
@@ -168,35 +169,25 @@ def _init_world_model(config, num_actions: int, key: jax.Array) -> dict:
   return params
 
 
-def _weight_decay_mask(params):
-  """Decay only conv/linear/LSTM kernels: no decay on biases, norm params or embeddings (DIAMOND
-  configure_opt)."""
-  return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
-
-
 def world_model_optimizer(config) -> optax.GradientTransformation:
-  """AdamW per parameter group, each with its own grad-norm clip (DIAMOND config/trainer.yaml).
+  """AdamW per parameter group, each with its own grad-norm clip (DIAMOND config/trainer.yaml; `jedi_jax.optim`).
 
   Groups: "denoiser" (clip max_grad_norm_denoiser), "encoder" (lr x wm.encoder_lr_scale; the paper's 0.3
   slows the encoder relative to the denoiser it feeds), "rew_end" (both clip max_grad_norm_other).
   Learning rate: linear warm-up from 0 over optim.warmup_steps, then constant (DIAMOND get_lr_sched).
   """
   o = config.optim
-  warmup = optax.linear_schedule(0.0, o.lr, max(1, o.warmup_steps))
+  warmup = optim.warmup_schedule(o.lr, o.warmup_steps)
 
   def group(max_norm: float, lr_scale: float) -> optax.GradientTransformation:
-    return optax.chain(
-        optax.clip_by_global_norm(max_norm),
-        optax.adamw(lambda count: warmup(count) * lr_scale, eps=o.eps, weight_decay=o.weight_decay_wm,
-                    mask=_weight_decay_mask))
+    return optim.adamw_group(lambda count: warmup(count) * lr_scale, max_grad_norm=max_norm,
+                             weight_decay=o.weight_decay_wm, eps=o.eps)
 
-  transforms = {
+  return optim.per_group({
       "encoder": group(o.max_grad_norm_other, config.wm.encoder_lr_scale),
       "denoiser": group(o.max_grad_norm_denoiser, 1.0),
       "rew_end": group(o.max_grad_norm_other, 1.0),
-  }
-  return optax.multi_transform(
-      transforms, lambda params: {k: jax.tree.map(lambda _, k=k: k, v) for k, v in params.items()})
+  })
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -344,7 +344,7 @@ def test_optimizer_clips_each_group_separately():
   grads = {k: jax.tree.map(lambda x, s=s: s * x, v) for (k, v), s in zip(params.items(), scales.values())}
   _, state = jax.jit(opt.update)(grads, state, params)
   for group, max_norm in (("denoiser", 1.0), ("encoder", 100.0), ("rew_end", 100.0)):
-    mu = optax.tree_utils.tree_get(state.inner_states[group], "mu")   # (1 - b1) * clipped gradient
+    mu = state[group].mu   # (1 - b1) * clipped gradient, raveled
     assert _norm(mu) == pytest.approx(0.1 * min(max_norm, _norm(grads[group])), rel=1e-4), group
 
 
