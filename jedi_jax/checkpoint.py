@@ -110,7 +110,7 @@ class Checkpointer:
     for epoch in reversed(epochs):
       try:
         item = self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
-        _check_finite_structure(item["state"], target["state"])
+        _check_shapes_match(item["state"], target["state"])
       except Exception as e:  # orbax/tensorstore raise many types for a damaged checkpoint
         errors.append(f"epoch {epoch}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
         print(f"checkpoint at epoch {epoch} is unreadable ({errors[-1]}); trying an older one", flush=True)
@@ -136,7 +136,7 @@ def _abstract(x):
   return jax.ShapeDtypeStruct(x.shape, x.dtype)
 
 
-def _check_finite_structure(restored, target) -> None:
+def _check_shapes_match(restored, target) -> None:
   """Shapes and dtypes must match the template (a checkpoint from another config fails here)."""
   for r, t in zip(jax.tree.leaves(restored), jax.tree.leaves(target)):
     if r.shape != t.shape or r.dtype != t.dtype:

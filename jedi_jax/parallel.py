@@ -94,16 +94,6 @@ def shard_local_grads(local_fn: Callable, mesh: Mesh, num_params_args: int) -> C
   return wrapped
 
 
-def reference_local_grads(local_fn: Callable, num_shards: int) -> Callable:
-  """Single-device reference of `shard_local_grads` (a Python loop over shards): used by the tests."""
-  def wrapped(*args):
-    *replicated, key, batch_size, config = args
-    outs = [local_fn(*replicated, jax.random.fold_in(key, i), batch_size // num_shards, config)
-            for i in range(num_shards)]
-    return jax.tree.map(lambda *xs: sum(xs) / num_shards, *outs)
-  return wrapped
-
-
 # ------------------------------------------------------------------------------------------------
 # The data-parallel epoch: collect on device 0, update on the mesh.
 # ------------------------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_probe_action_sensitivity(monkeypatch, scale):
     cond = wm.encode(params, segment["obs"][:, :config.wm.num_cond], config, frame_mask[:, :config.wm.num_cond])
     spread = float(jnp.std(cond))
     ratio = float(probe["action_sensitivity"]) * spread / scale
-    assert 1.0 <= ratio <= NUM_ACTIONS - 1 + 1e-5
+    assert 1.0 - 1e-5 <= ratio <= NUM_ACTIONS - 1 + 1e-5   # float rounding of the two spreads
   for key in ("sampled_latent_std", "sample_error", "action_sensitivity", "action_sensitivity_reward",
               "sampled_saturated_frac", "latent_saturated_frac"):
     assert key in probe

@@ -133,3 +133,43 @@ def test_a_wrapped_ring_cannot_be_restepped():
   with pytest.raises(resume.ResumeError, match="ring wrapped"):
     resume.check_replay_holds_every_step(101, 100, "w")
   resume.check_replay_holds_every_step(100, 100, "w")
+
+
+def test_a_recreated_envpool_pool_re_steps_a_recorded_breakout_run():
+  """The envpool part of an exact resume: Breakout games (short step cap, so truncations and auto-resets
+  happen) collected by the loop's own collect program; a pool created again with the run's seed and
+  re-stepped with the recorded actions reproduces every frame and ends in the same state. A frame the
+  emulator would not give (another ale-py version, a damaged replay) is refused at its step."""
+  from conftest import tiny_config
+  from jedi_jax import config as config_lib
+  from jedi_jax import loop
+  from jedi_jax import run_files
+
+  cfg = config_lib.freeze(tiny_config(**{"env.max_episode_steps": 30, "schedule.steps_per_epoch": 50}))
+  env = loop.make_train_env(cfg)
+  env_state, env_step = env.functional(cfg.env.step_path)
+  programs = loop.Phases(cfg, env_step, log=lambda *_: None)
+  states = run_files.template_states(cfg)
+  states = jax.tree.map(jnp.copy, states.replace(obs=env_state.obs.reshape(states.obs.shape)))  # donated
+  for _ in range(3):
+    states, env_state, _ = programs("collect", states, env_state)
+  assert int(states.replay.t) == 150 and int(jnp.sum(states.replay.trunc)) >= 4
+  final = jax.device_get(env_state)
+  env.close()
+
+  again = loop.make_train_env(cfg)
+  fresh, step_again = again.functional(cfg.env.step_path)
+  rebuilt = loop.restore_envs(states, fresh, loop.Phases(cfg, step_again, log=lambda *_: None), "w",
+                              log=lambda *_: None)
+  for name in ("obs", "lives", "done", "episode_return", "episode_length"):
+    if hasattr(final, name):
+      np.testing.assert_array_equal(np.asarray(getattr(rebuilt, name)), np.asarray(getattr(final, name)), name)
+  again.close()
+
+  third = loop.make_train_env(cfg)
+  fresh, step_third = third.functional(cfg.env.step_path)
+  damaged = states.replace(replay=states.replay.replace(obs=states.replay.obs.at[0, 77, 30, 30, 0].add(1)))
+  with pytest.raises(resume.ResumeError, match="recorded step 77 of 150"):
+    loop.restore_envs(damaged, fresh, loop.Phases(cfg, step_third, log=lambda *_: None), "w",
+                      log=lambda *_: None)
+  third.close()

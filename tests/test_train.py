@@ -2,9 +2,13 @@
 checkpoint interval, kill -9 and resume, one compile per program, games never cut, packed seeds, data
 parallel, bad input.
 
-The runs are shared between tests (module fixtures) and kept as few as the guarantees allow: a reference run
-checkpointing every epoch, a run with a single checkpoint, a run killed after its second checkpoint and
-resumed, and cheap resumes of finished runs from an earlier checkpoint (what a kill right after that
+The runs play Catch (the pure-JAX backend), so every process after the first loads its programs from the
+session's compilation cache (conftest.TEST_CACHE) instead of compiling them; the loop, checkpoints and resume
+are the same code for every backend, and the envpool-specific part of resuming (a re-created pool re-stepped
+through a recorded Breakout run) is tested in test_resume.py. The runs are shared between tests and kept as
+few as the guarantees allow: a reference run checkpointing every epoch; a run checkpointing every second
+epoch, killed after its second checkpoint and resumed (together: results identical for two intervals and
+across a kill); cheap resumes of finished runs from an earlier checkpoint (what a kill right after that
 checkpoint leaves).
 """
 
@@ -26,13 +30,17 @@ from jedi_jax import loop
 from jedi_jax import run_files
 from jedi_jax.logs import read_metrics
 
-from conftest import TEST_XLA_FLAGS, tiny_config
+from conftest import TEST_CACHE, TEST_XLA_FLAGS, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_KEYS = ("perf/",)
-# The runs of this file: `tiny_config` with a 50-step initial collection, then 5 collecting epochs of 50 steps
-# (checkpoints inside a game of Breakout's random play) and 1 final epoch.
-RUN = {"schedule.initial_min_steps": 50, "schedule.initial_max_steps": 50}
+# The runs of this file: `tiny_config` on Catch with the `catch` preset's patch-4 encoder stem (a smaller,
+# faster program), a 55-step initial collection, then 5 collecting epochs of 55 steps and 1 final epoch.
+# A Catch game fills 10 replay rows (9 steps and the auto-reset step), so checkpoints (every 55 rows) fall
+# inside games.
+RUN = {"game": "Catch", "env.backend": "jax", "wm.encoder_patch": 4, "wm.encoder_channels": (8, 8),
+       "wm.encoder_depths": (1, 1), "wm.encoder_down": (1, 0), "schedule.steps_per_epoch": 55,
+       "schedule.total_env_steps": 330, "schedule.initial_min_steps": 55, "schedule.initial_max_steps": 55}
 EPOCHS = 6
 
 
@@ -61,7 +69,9 @@ def _tiny_flags(**overrides) -> list[str]:
         yield f"{prefix}{k}", v
   want, base = dict(flat(config_lib.to_dict(run_config(**overrides)))), dict(flat(config_lib.to_dict(
       config_lib.debug())))
-  return ["--preset=debug"] + [f"--config.{k}={v}" for k, v in sorted(want.items()) if base.get(k) != v]
+  game = want.pop("game")
+  return (["--preset=debug", f"--game={game}", f"--compilation_cache={TEST_CACHE}"]
+          + [f"--config.{k}={v}" for k, v in sorted(want.items()) if base.get(k) != v])
 
 
 def _run_and_kill_after(args, checkpoints: int, timeout=1800):
@@ -129,44 +139,36 @@ def reference(tmp_path_factory):
   return workdir, proc.stdout
 
 
-@pytest.fixture(scope="module")
-def single_checkpoint(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("single_checkpoint") / "w"
-  proc = _run_cli(*_tiny_flags(**{"run.checkpoint_every": 1000}), f"--workdir={workdir}")
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return workdir, proc.stdout
-
-
-def test_results_do_not_depend_on_the_checkpoint_interval(reference, single_checkpoint):
-  """Six checkpoints or one: byte-identical results.json (final-state checksum and config hash included),
-  the same number of compiled programs, and every game runs across the checkpoints."""
-  (ref_dir, ref_out), (one_dir, one_out) = reference, single_checkpoint
+def test_results_do_not_depend_on_the_checkpoint_interval_or_a_kill(reference, tmp_path):
+  """Checkpoints every second epoch, kill -9 right after the second one, then the same command: the same
+  results.json (final-state checksum and config hash included) and metrics as the uninterrupted run that
+  checkpointed every epoch. Each process compiles each program once; the resumed one re-steps the envs."""
+  ref_dir, ref_out = reference
   assert ckpt_lib.Checkpointer(str(ref_dir)).epochs() == [EPOCHS - 2, EPOCHS - 1, EPOCHS]  # 3 kept
-  assert ckpt_lib.Checkpointer(str(one_dir)).epochs() == [EPOCHS]
-  assert ref_out.count("checkpoint saved") == EPOCHS and one_out.count("checkpoint saved") == 1
-  assert _results(ref_dir) == _results(one_dir)
+  assert ref_out.count("checkpoint saved") == EPOCHS
   assert len(json.loads(_results(ref_dir))["final_state_checksum"]) == 64
-  compiled = _compiled_lines(ref_out)
-  assert [l.split()[1] for l in compiled] == ["collect", "epochs"], compiled
-  assert len(_compiled_lines(one_out)) == len(compiled)
+  assert [l.split()[1] for l in _compiled_lines(ref_out)] == ["collect", "epochs"], ref_out
 
-
-def test_killed_run_resumes_to_the_identical_result(reference, tmp_path):
-  """kill -9 right after the second checkpoint, then the same command: the same results.json and metrics
-  as the uninterrupted run; the resumed process re-steps the envs and compiles each program once."""
-  ref_dir, _ = reference
   workdir = tmp_path / "killed"
-  args = _tiny_flags(**{"run.checkpoint_every": 1}) + [f"--workdir={workdir}"]
-  _run_and_kill_after(args, checkpoints=2)
+  args = _tiny_flags(**{"run.checkpoint_every": 2}) + [f"--workdir={workdir}"]
+  killed_out = _run_and_kill_after(args, checkpoints=2)
+  assert [l.split()[1] for l in _compiled_lines(killed_out)] == ["collect", "epochs"], killed_out
   assert not (workdir / "results.json").exists()
-  assert ckpt_lib.Checkpointer(str(workdir)).epochs()[-1] >= 2
+  assert ckpt_lib.Checkpointer(str(workdir)).epochs()[-1] == 4
   proc = _run_cli(*args)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "resuming from the checkpoint at epoch" in proc.stdout
+  assert "resuming from the checkpoint at epoch 4" in proc.stdout
   assert "every frame matches the replay" in proc.stdout
-  assert sorted(l.split()[1] for l in _compiled_lines(proc.stdout)) in (["epochs", "restep"],), proc.stdout
+  assert sorted(l.split()[1] for l in _compiled_lines(proc.stdout)) == ["epochs", "restep"], proc.stdout
+  assert proc.stdout.count("checkpoint saved") == 1   # epoch 6
   assert _results(workdir) == _results(ref_dir)
-  assert _untimed(read_metrics(str(workdir))) == _untimed(read_metrics(str(ref_dir)))
+  # One row per compiled call (a call ends at a checkpoint, the end of collection, or after the first
+  # epoch); the resumed process replaced the killed one's rows after epoch 4. Calls that ran the same
+  # epochs in both runs logged the same row.
+  rows, ref_rows = _untimed(read_metrics(str(workdir))), _untimed(read_metrics(str(ref_dir)))
+  assert [r["epoch"] for r in rows if "wm/loss" in r] == [1, 2, 4, 5, 6]
+  same_calls = [r for r in rows if r["epoch"] in (1, 2, 5, 6)]
+  assert same_calls == [r for r in ref_rows if r["epoch"] in (1, 2, 5, 6)]
 
 
 def test_games_run_across_checkpoints_to_their_real_end(reference):
@@ -194,7 +196,7 @@ def test_results_and_load_run(reference):
   results = json.loads(_results(ref_dir))
   assert results["env_steps"] == config.schedule.total_env_steps
   assert results["epochs"] == EPOCHS and len(results["episode_returns"]) == config.env.num_test_episodes
-  assert json.loads((ref_dir / "scores_diamond_format.json").read_text()) == {"Breakout": [results["score"]]}
+  assert json.loads((ref_dir / "scores_diamond_format.json").read_text()) == {"Catch": [results["score"]]}
   rows = read_metrics(str(ref_dir))
   assert rows[-1]["test/return_mean"] == pytest.approx(results["score"]) and rows[-1]["perf/train_seconds"] > 0
   assert all(np.isfinite(v) for r in rows for k, v in r.items() if k.endswith("loss"))
@@ -215,8 +217,6 @@ def test_results_and_load_run(reference):
   assert run_files.final_state_checksum(loaded) == results["final_state_checksum"]
 
 
-@pytest.mark.skipif(not os.environ.get("JEDI_JAX_FULL_TESTS"),
-                    reason="packed-seed runs and their resume, ~7 min on 2 cores: JEDI_JAX_FULL_TESTS=1")
 def test_packed_seeds_resume_exactly_and_match_single_runs(reference, tmp_path, capsys):
   """--num_seeds=2: seed 0 has exactly the single run's replay (same envs, same actions) and its params to
   float rounding (vmapped convolutions); seed 1 differs. The finished run with its newest checkpoint damaged
@@ -267,32 +267,33 @@ def test_train_env_pool_of_packed_seeds_is_each_seeds_envs():
   alone.close()
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("JEDI_JAX_FULL_TESTS"),
-                    reason="two entry-point runs on 4 fake devices, ~15 min on 2 cores: JEDI_JAX_FULL_TESTS=1")
-def test_data_parallel_on_4_fake_devices_and_its_resume(tmp_path):
-  """The README's debug command (shortened), data parallel over 4 fake CPU devices; the same command on
-  the run's copy whose last checkpoint is removed resumes and reproduces its results.json exactly."""
+def test_data_parallel_on_4_fake_devices_and_its_resume(reference, tmp_path):
+  """The run data parallel over the 4 fake CPU devices of the test process; its copy whose last checkpoint
+  is removed resumes and reproduces its results exactly. Same collected data as the one-device run until
+  the first update (the envs and the collection are the same program on device 0)."""
+  ref_dir, _ = reference
   workdir = tmp_path / "dp"
-  flags_4 = {"XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {TEST_XLA_FLAGS}"}
-  args = _tiny_flags(**{"parallel.num_devices": 4, "optim.batch_size": 4, "run.checkpoint_every": 1})
-  proc = _run_cli(*args, f"--workdir={workdir}", env_extra=flags_4)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "devices used=4 of 4" in proc.stdout and "per device=1" in proc.stdout
-  assert "final score" in proc.stdout and "GFLOP" in proc.stdout
-  results = json.loads(_results(workdir))
-  assert results["game"] == "Breakout" and results["seed"] == 0 and np.isfinite(results["score"])
+  config = run_config(**{"parallel.num_devices": 4, "optim.batch_size": 4, "run.checkpoint_every": 1})
+  lines = []
+  _, results = loop.run(config, str(workdir), log=lines.append)
+  out = "\n".join(lines)
+  assert "devices used=4 of 4" in out and "per device=1" in out and "GFLOP" in out, out
+  assert results["game"] == "Catch" and results["seed"] == 0 and np.isfinite(results["score"])
   rows = read_metrics(str(workdir))
   assert any(k.startswith("wm/") for k in rows[0]) and any(k.startswith("ac/") for k in rows[0])
   assert "wm/action_sensitivity" in rows[0]   # the probe runs in the data-parallel update program too
   assert any("perf/collect_call_seconds" in r for r in rows)
   assert os.listdir(workdir / "tb")
+  _, dp_state, _ = run_files.load_run(str(workdir))
+  _, ref_state, _ = run_files.load_run(str(ref_dir))
+  first = config.schedule.initial_min_steps
+  assert np.array_equal(np.asarray(dp_state.replay.obs[:, :first]), np.asarray(ref_state.replay.obs[:, :first]))
 
   resumed = tmp_path / "dp_resumed"
   _resume_from_earlier_checkpoint(workdir, resumed, EPOCHS - 1)
-  proc = _run_cli(*args, f"--workdir={resumed}", env_extra=flags_4)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "every frame matches the replay" in proc.stdout
+  lines = []
+  loop.run(config, str(resumed), log=lines.append)
+  assert any("every frame matches the replay" in l for l in lines), lines
   assert _results(resumed) == _results(workdir)
   assert _untimed(read_metrics(str(resumed))) == _untimed(rows)
 
