@@ -1,4 +1,5 @@
-"""Issue 9's benchmarks in one command: world model (latent vs pixel), the whole training loop, env collection.
+"""The project's benchmarks in one command (docs/benchmarks.md): world model (latent vs pixel), the whole training
+loop, env collection.
 
 Sections (`--sections`, default all three):
 
