@@ -432,20 +432,14 @@ def run_epochs_many(states: TrainState, env_state: PyTree, plan: EpochPlan, conf
   """`run_epochs` for K stacked seeds; metrics have a leading seed axis [K]."""
   updates = jax.vmap(lambda s: update_phase(s, plan, config))
 
-  def epoch(states, env_state):
+  def epoch(carry):
+    states, env_state = carry
     states, env_state, stats = collect_many(
         states, env_state, plan.collect_steps, config.ac.epsilon_collect, env_step, config)
     states, metrics = updates(states)
     metrics.update({f"collect/{k}": v for k, v in stats._asdict().items()})
-    return states, env_state, metrics
+    return (states, env_state), metrics
 
-  def body(_, carry):
-    states, env_state, sums = carry
-    states, env_state, metrics = epoch(states, env_state)
-    return states, env_state, jax.tree.map(jnp.add, sums, metrics)
-
-  shapes = jax.eval_shape(epoch, states, env_state)[2]
-  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-  states, env_state, sums = jax.lax.fori_loop(0, plan.num_epochs, body, (states, env_state, zeros))
+  (states, env_state), sums = loop_sum(epoch, (states, env_state), plan.num_epochs)
   n = jnp.maximum(plan.num_epochs, 1)
   return states, env_state, {k: v if k.startswith("collect/") else v / n for k, v in sums.items()}
