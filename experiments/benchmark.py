@@ -1,7 +1,7 @@
 """The project's benchmarks in one command (docs/benchmarks.md): world model (latent vs pixel), the whole training
 loop, env collection.
 
-Sections (`--sections`, default all three):
+Sections (`--sections`, repeatable; default all four):
 
   world_model  `experiments/benchmark_world_model.py`: JEDI vs the DIAMOND pixel baseline at the preset's
                sizes: world-model update, `sample_next`, imagination H = 1 and H = 15, actor-critic update;
@@ -13,6 +13,7 @@ Sections (`--sections`, default all three):
                excluded. `--loop_updates` cuts the updates per epoch (a paper-size epoch, 400 + 400 updates,
                takes hours on a CPU); rates are per update, so they carry over.
   env          agent steps/s of envpool's XLA step inside jit + scan vs raw envpool (Python `step`).
+  probe        the cost of the world-model probe on one regular epoch's updates.
 
   python -m experiments.benchmark                                   # everything, paper sizes
   python -m experiments.benchmark --sections=loop --loop_updates=4  # the loop on a CPU
@@ -20,10 +21,12 @@ Sections (`--sections`, default all three):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
+
+from absl import app
+from absl import flags
 
 SECTIONS = ("world_model", "loop", "env", "probe")
 
@@ -63,35 +66,26 @@ def loop_benchmark(preset: str, game: str, epochs: int, updates: int | None, ini
 def probe_benchmark(preset: str, num_actions: int, repeats: int) -> None:
   """The cost of the world-model probe (`run.probe_batch_size`) on one regular epoch's updates at `preset`.
 
-  One process, one state (a replay of random frames in 100-step episodes), `train.update_phase` compiled with
-  the probe on and off, timed alternately; collection is left out, so the ratio is an upper bound.
+  One process, one state (a full replay of random frames in 100-step episodes), `train.update_phase`
+  compiled with the probe on and off, timed alternately; collection is left out, so the ratio is an upper bound.
   """
   import time
 
   import jax
-  import jax.numpy as jnp
   import numpy as np
 
+  from experiments import benchmark_world_model
   from jedi_jax import config as config_lib
-  from jedi_jax import replay as replay_lib
   from jedi_jax import train
 
   def config(probe):
     c = config_lib.get_config(preset)
     c.run.probe_batch_size = probe
+    c.replay.capacity = benchmark_world_model.REPLAY_STEPS
     return config_lib.freeze(c)
 
   base = config(0)
-  state = train.init_train_state(base, num_actions, jax.random.PRNGKey(0), env_state=None,
-                                 obs=np.zeros((1, 64, 64, 3), np.uint8))
-  rng = np.random.default_rng(0)
-  add = jax.jit(replay_lib.add, donate_argnums=0)
-  replay = state.replay
-  for t in range(1_000):
-    replay = add(replay, jnp.asarray(rng.integers(0, 256, (1, 64, 64, 3), np.uint8)),
-                 jnp.asarray([t % num_actions], jnp.int32), jnp.asarray([float(t % 7 == 0)]),
-                 jnp.asarray([t % 100 == 99]), jnp.zeros((1,), bool), jnp.ones((1,), bool))
-  state = state.replace(replay=replay)
+  state = benchmark_world_model.filled_train_state(base, num_actions)
   s = base.schedule
   plan = train.make_plan(1, s.steps_per_epoch, s.wm_updates_per_epoch, s.ac_updates_per_epoch)
   fns = {}
@@ -111,48 +105,45 @@ def probe_benchmark(preset: str, num_actions: int, repeats: int) -> None:
         f"({100 * (med['with probe'] / med['without probe'] - 1):+.1f}%)")
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sections", default=",".join(SECTIONS), help=f"subset of {','.join(SECTIONS)}")
-  parser.add_argument("--preset", default="atari100k")
-  parser.add_argument("--batch_size", type=int, default=32, help="world_model section")
-  parser.add_argument("--num_actions", type=int, default=18, help="world_model section")
-  parser.add_argument("--repeats", type=int, default=3, help="world_model section: timed calls (0: compile and analyse only)")
-  parser.add_argument("--game", default="Breakout", help="loop and env sections")
-  parser.add_argument("--loop_epochs", type=int, default=3, help="loop section: timed calls after the first")
-  parser.add_argument("--loop_updates", type=int, default=None,
-                      help="loop section: wm and ac updates per epoch (default: the preset's)")
-  parser.add_argument("--loop_initial_steps", type=int, default=1000, help="loop section: initial collection")
-  parser.add_argument("--num_envs", default="1,4,16", help="env section")
-  parser.add_argument("--env_steps", type=int, default=500, help="env section: iterations per path")
-  args = parser.parse_args()
-  sections = args.sections.split(",")
-  unknown = sorted(set(sections) - set(SECTIONS))
-  if unknown:
-    parser.error(f"unknown section(s) {', '.join(unknown)}; valid: {', '.join(SECTIONS)}")
-  if args.repeats < 0 or args.batch_size < 1:
-    parser.error("--repeats must be >= 0 and --batch_size >= 1")
+_SECTIONS = flags.DEFINE_multi_enum("sections", list(SECTIONS), list(SECTIONS),
+                                    "Sections to run (repeat the flag); default all.")
+_PRESET = flags.DEFINE_string("preset", "atari100k", "Preset whose sizes to measure.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "world_model section.", lower_bound=1)
+_NUM_ACTIONS = flags.DEFINE_integer("num_actions", 18, "world_model section.", lower_bound=2)
+_REPEATS = flags.DEFINE_integer("repeats", 3, "world_model section: timed calls (0: compile and analyse only).",
+                                lower_bound=0)
+_GAME = flags.DEFINE_string("game", "Breakout", "loop and env sections.")
+_LOOP_EPOCHS = flags.DEFINE_integer("loop_epochs", 3, "loop section: timed calls after the first.", lower_bound=1)
+_LOOP_UPDATES = flags.DEFINE_integer("loop_updates", None,
+                                     "loop section: wm and ac updates per epoch (default: the preset's).")
+_LOOP_INITIAL_STEPS = flags.DEFINE_integer("loop_initial_steps", 1000, "loop section: initial collection.")
+_NUM_ENVS = flags.DEFINE_list("num_envs", ["1", "4", "16"], "env section.")
+_ENV_STEPS = flags.DEFINE_integer("env_steps", 500, "env section: iterations per path.", lower_bound=1)
 
+
+def main(argv):
+  del argv
+  sections = _SECTIONS.value
   import jax
   from experiments import benchmark_world_model, env_benchmark
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), {jax.device_count()} device(s)")
   if "world_model" in sections:
     print("\n== world model: JEDI (latent) vs DIAMOND (pixel) ==", flush=True)
-    benchmark_world_model.run(args.preset, args.batch_size, args.num_actions, args.repeats)
+    benchmark_world_model.run(_PRESET.value, _BATCH_SIZE.value, _NUM_ACTIONS.value, _REPEATS.value)
   if "loop" in sections:
     print("\n== whole training loop ==", flush=True)
-    loop_benchmark(args.preset, args.game, args.loop_epochs, args.loop_updates, args.loop_initial_steps)
+    loop_benchmark(_PRESET.value, _GAME.value, _LOOP_EPOCHS.value, _LOOP_UPDATES.value, _LOOP_INITIAL_STEPS.value)
   if "probe" in sections:
     print("\n== world-model probe overhead ==", flush=True)
-    probe_benchmark(args.preset, args.num_actions, max(args.repeats, 1))
+    probe_benchmark(_PRESET.value, _NUM_ACTIONS.value, max(_REPEATS.value, 1))
   if "env" in sections:
     print("\n== env collection: envpool XLA step in jit + scan vs raw envpool ==", flush=True)
-    for n in (int(x) for x in args.num_envs.split(",")):
-      xla = env_benchmark.benchmark("envpool-xla", args.game, n, args.env_steps, 0)
-      raw = env_benchmark.benchmark("envpool-python", args.game, n, args.env_steps, 0)
+    for n in (int(x) for x in _NUM_ENVS.value):
+      xla = env_benchmark.benchmark("envpool-xla", _GAME.value, n, _ENV_STEPS.value, 0)
+      raw = env_benchmark.benchmark("envpool-python", _GAME.value, n, _ENV_STEPS.value, 0)
       print(f"N={n:<3d} XLA in scan {xla:8.0f} steps/s   raw envpool {raw:8.0f} steps/s   ratio {xla / raw:.2f}",
             flush=True)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -1,16 +1,18 @@
 """JEDI (latent) vs DIAMOND (pixel) world model: size, compiled cost and step time, side by side.
 
 For each model at the chosen preset's sizes (default: the paper's), it compiles
-  * the world-model update step (loss + gradient + AdamW update, both segments DIAMOND's trainer samples), and
+  * the training steps the loop runs, `train.world_model_step` (sampling both segments DIAMOND's trainer
+    samples from a full replay, loss, gradient, AdamW) and `train.actor_critic_step` (sampling start
+    segments, imagination, loss, gradient, AdamW),
   * `sample_next` (the 3-step Euler sampler of one imagination step),
   * imagination: `imagine` with H = 1 (burn-in + one step of policy, sampler and reward/end) and the full
-    H = 15 rollout, and the actor-critic update (imagination + loss + gradient),
+    H = 15 rollout,
 at batch size 32, reads XLA's cost analysis (FLOPs) and memory analysis (argument + output + temporary
 bytes) of the compiled programs, and times them on the local device (median over a few calls after one
 warm-up call). The last column is the pixel / latent ratio (the paper's claims: ~3x faster sampling, ~2.5x
 faster training, ~43% less accelerator memory).
 
-  python -m experiments.benchmark_world_model [--preset atari100k] [--batch_size 32] [--repeats 3]
+  python -m experiments.benchmark_world_model [--preset=atari100k] [--batch_size=32] [--repeats=3]
 
 `--repeats 0` compiles and analyses only (FLOPs, XLA memory, compile time; no timed call), for a machine
 too slow or too small to run the programs.
@@ -18,20 +20,25 @@ too slow or too small to run the programs.
 
 from __future__ import annotations
 
-import argparse
 import math
 import resource
 import statistics
 import time
 
+from absl import app
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jedi_jax import agent
 from jedi_jax import config as config_lib
+from jedi_jax import train
 from jedi_jax import world_model as wm
+
+# Replay steps of the benchmark state: enough 100-step episodes for every sampled segment; a step's cost does
+# not depend on the capacity (the paper's 110k would only add 1.3 GB of arguments to every program).
+REPLAY_STEPS = 1_000
 
 
 def random_segment(rng: np.random.Generator, b: int, t: int, num_actions: int) -> dict:
@@ -46,22 +53,36 @@ def random_segment(rng: np.random.Generator, b: int, t: int, num_actions: int) -
   }
 
 
-def make_update_step(config):
-  """(params, opt_state, batch, key) -> (params, opt_state, loss): one world-model update."""
-  opt = wm.world_model_optimizer(config)
+def filled_train_state(config, num_actions: int, seed: int = 0):
+  """A `train.TrainState` of one env whose replay is full of random frames (`replay.capacity` steps in
+  100-step episodes, random actions, a reward every 7 steps): the training steps sample it as in a run."""
+  state = train.init_train_state(config, num_actions, jax.random.PRNGKey(seed), env_state=None,
+                                 obs=np.zeros((1,) + wm.FRAME_SHAPE, np.uint8))
+  steps = config.replay.capacity
+  rng = np.random.default_rng(seed)
+  t = np.arange(steps)
+  rows = train.Row(
+      obs=jnp.asarray(rng.integers(0, 256, (steps, 1) + wm.FRAME_SHAPE, dtype=np.uint8)),
+      act=jnp.asarray(rng.integers(0, num_actions, (steps, 1)), jnp.int32),
+      rew=jnp.asarray((t % 7 == 0)[:, None], jnp.float32), end=jnp.asarray((t % 100 == 99)[:, None]),
+      trunc=jnp.zeros((steps, 1), bool), valid=jnp.ones((steps, 1), bool))
+  return state.replace(replay=jax.jit(train.add_rows)(state.replay, rows))
 
-  def update(params, opt_state, batch, key):
-    (loss, _), grads = jax.value_and_grad(wm.world_model_loss, has_aux=True)(params, batch, key, config)
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
 
-  return opt, update
+def time_steps(compiled, state, repeats: int) -> float:
+  """Median wall time (s) of `state, _ = compiled(state)` (the state donated and threaded through)."""
+  holder = [state]
+
+  def call():
+    holder[0], metrics = compiled(holder[0])
+    return metrics
+  return time_calls(call, repeats)
 
 
-def analyse(fn, *args) -> dict:
+def analyse(fn, *args, donate_argnums=()) -> dict:
   """Compiles jit(fn)(*args); returns the compiled callable, compile time, FLOPs and memory (bytes)."""
   start = time.perf_counter()
-  compiled = jax.jit(fn).lower(*args).compile()
+  compiled = jax.jit(fn, donate_argnums=donate_argnums).lower(*args).compile()
   compile_s = time.perf_counter() - start
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -85,36 +106,38 @@ def time_calls(call, repeats: int) -> float:
 
 
 def benchmark(kind: str, preset: str, batch_size: int, num_actions: int, repeats: int) -> dict:
+  """The figures of one model: the training steps of `jedi_jax.train` as the loop runs them (sampling from a
+  full replay, gradient, AdamW), the sampler and imagination."""
   c = config_lib.get_config(preset)
   c.wm.kind = kind
+  c.optim.batch_size = batch_size
+  c.replay.capacity = REPLAY_STEPS
   config = config_lib.freeze(c)
   rng = np.random.default_rng(0)
-  params = wm.init_world_model(config, num_actions, jax.random.PRNGKey(0))
+  state = filled_train_state(config, num_actions)
+  params, ac_params = state.wm_params, state.ac_params
   counts = {k: sum(math.prod(x.shape) for x in jax.tree.leaves(v)) for k, v in params.items()}
-  opt, update = make_update_step(config)
-  opt_state = opt.init(params)
-  n, p = config.wm.num_cond, config.wm.num_predictions
-  batch = {"dynamics": random_segment(rng, batch_size, n + p, num_actions),
-           "rew_end": random_segment(rng, batch_size, config.ac.horizon + n, num_actions)}
-  key = jax.random.PRNGKey(1)
-
-  upd = analyse(update, params, opt_state, batch, key)
-  upd["step_s"] = time_calls(lambda: upd["compiled"](params, opt_state, batch, key), repeats)
-  # The same update with a 1-step reward/end segment: (almost) the denoising part alone (compiled only).
-  short = dict(batch, rew_end=random_segment(rng, batch_size, 1, num_actions))
-  dyn = analyse(update, params, opt_state, short, key)
-
-  cond_obs = batch["dynamics"]["obs"][:, :n]
-  cond = jax.jit(wm.encode, static_argnums=2)(params, cond_obs, config)
-  cond_act = batch["dynamics"]["act"][:, :n]
-  sample = lambda params, cond, act, key: wm.sample_next(params, cond, act, key, config)
-  smp = analyse(sample, params, cond, cond_act, key)
-  smp["step_s"] = time_calls(lambda: smp["compiled"](params, cond, cond_act, key), repeats)
-
-  ac_params = agent.init_actor_critic(config, num_actions, jax.random.PRNGKey(2))
   counts["actor_critic"] = sum(math.prod(x.shape) for x in jax.tree.leaves(ac_params))
+  key = jax.random.PRNGKey(1)
+  out = {"counts": counts}
+
+  # The updates: train.world_model_step and train.actor_critic_step themselves.
+  for name, step in (("update", train.world_model_step), ("ac_update", train.actor_critic_step)):
+    res = analyse(lambda s, step=step: step(s, config), state, donate_argnums=0)
+    res["step_s"] = time_steps(res["compiled"], jax.tree.map(jnp.copy, state), repeats)
+    out[name] = res
+  # The world-model gradient with a 1-step reward/end segment: (almost) the denoising part alone.
+  n, p = config.wm.num_cond, config.wm.num_predictions
+  short = {"dynamics": random_segment(rng, batch_size, n + p, num_actions),
+           "rew_end": random_segment(rng, batch_size, 1, num_actions)}
+  out["update_dynamics"] = analyse(lambda prm, b, k: train.world_model_grads(prm, b, k, config), params, short, key)
+
   start = random_segment(rng, batch_size, n, num_actions)
-  out = {"counts": counts, "update": upd, "update_dynamics": dyn, "sample": smp}
+  cond = jax.jit(wm.encode, static_argnums=2)(params, start["obs"][:, :n], config)
+  sample = lambda params, cond, act, key: wm.sample_next(params, cond, act, key, config)
+  smp = analyse(sample, params, cond, start["act"], key)
+  smp["step_s"] = time_calls(lambda: smp["compiled"](params, cond, start["act"], key), repeats)
+  out["sample"] = smp
   for horizon in (1, config.ac.horizon):
     c_h = config_lib.get_config(preset)
     c_h.wm.kind, c_h.ac.horizon = kind, horizon
@@ -123,18 +146,6 @@ def benchmark(kind: str, preset: str, batch_size: int, num_actions: int, repeats
     res = analyse(rollout, params, ac_params, start, key)
     res["step_s"] = time_calls(lambda res=res: res["compiled"](params, ac_params, start, key), repeats)
     out[f"imagine_h{horizon}"] = res
-  ac_opt = agent.actor_critic_optimizer(config)
-  ac_opt_state = ac_opt.init(ac_params)
-
-  def ac_update(ac_params, ac_opt_state, params, start, key):
-    (loss, _), grads = jax.value_and_grad(agent.actor_critic_loss_fn, has_aux=True)(
-        ac_params, params, start, key, config)
-    updates, ac_opt_state = ac_opt.update(grads, ac_opt_state, ac_params)
-    return optax.apply_updates(ac_params, updates), ac_opt_state, loss
-
-  acu = analyse(ac_update, ac_params, ac_opt_state, params, start, key)
-  acu["step_s"] = time_calls(lambda: acu["compiled"](ac_params, ac_opt_state, params, start, key), repeats)
-  out["ac_update"] = acu
   return out
 
 
@@ -160,16 +171,18 @@ def run(preset: str, batch_size: int, num_actions: int, repeats: int) -> None:
   report(results, preset, what)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--preset", default="atari100k", help="atari100k (paper sizes) or debug (a quick check)")
-  parser.add_argument("--batch_size", type=int, default=32)
-  parser.add_argument("--num_actions", type=int, default=18)
-  parser.add_argument("--repeats", type=int, default=3, help="timed calls; 0: compile and analyse only")
-  args = parser.parse_args()
-  if args.repeats < 0 or args.batch_size < 1:
-    parser.error("--repeats must be >= 0 and --batch_size >= 1")
-  run(args.preset, args.batch_size, args.num_actions, args.repeats)
+def _define_flags() -> None:
+  """The launcher's flags, defined only when it runs as a script (experiments.benchmark imports it)."""
+  flags.DEFINE_string("preset", "atari100k", "atari100k (paper sizes) or debug (a quick check).")
+  flags.DEFINE_integer("batch_size", 32, "Batch size of every program.", lower_bound=1)
+  flags.DEFINE_integer("num_actions", 18, "Actions of the game.", lower_bound=2)
+  flags.DEFINE_integer("repeats", 3, "Timed calls; 0: compile and analyse only.", lower_bound=0)
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  run(f.preset, f.batch_size, f.num_actions, f.repeats)
 
 
 def report(results: dict, preset: str, peak_what: str) -> None:
@@ -212,4 +225,5 @@ def report(results: dict, preset: str, peak_what: str) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  _define_flags()
+  app.run(main)

@@ -12,14 +12,15 @@ Paths:
 whenever it ends, so resets are included).
 
 Usage:
-  python -m experiments.env_benchmark [--game Breakout] [--num_envs 1,4,16] [--steps 500]
+  python -m experiments.env_benchmark [--game=Breakout] [--num_envs=1,4,16] [--steps=500] [--paths=envpool-xla ...]
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
+from absl import app
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,23 +71,25 @@ def benchmark(path: str, game: str, num_envs: int, steps: int, seed: int) -> flo
   return steps * num_envs / seconds
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--game", default="Breakout")
-  parser.add_argument("--num_envs", default="1,4,16", help="comma-separated N values")
-  parser.add_argument("--steps", type=int, default=500, help="iterations (agent steps per env)")
-  parser.add_argument("--paths", default=",".join(PATHS), help=f"subset of {','.join(PATHS)}")
-  parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args()
-  print(f"game={args.game} steps={args.steps} backend={jax.default_backend()} "
-        f"devices={jax.device_count()}")
-  for path in args.paths.split(","):
-    if path not in PATHS:
-      raise ValueError(f"unknown path {path!r}; valid: {', '.join(PATHS)}")
-    for n in (int(x) for x in args.num_envs.split(",")):
-      rate = benchmark(path, args.game, n, args.steps, args.seed)
+def _define_flags() -> None:
+  """The launcher's flags, defined only when it runs as a script (experiments.benchmark imports it)."""
+  flags.DEFINE_string("game", "Breakout", "Atari game.")
+  flags.DEFINE_list("num_envs", ["1", "4", "16"], "Numbers of parallel envs to measure.")
+  flags.DEFINE_integer("steps", 500, "Iterations (agent steps per env).", lower_bound=1)
+  flags.DEFINE_multi_enum("paths", list(PATHS), list(PATHS), "Step paths to measure (repeat the flag).")
+  flags.DEFINE_integer("seed", 0, "Env seed.")
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  print(f"game={f.game} steps={f.steps} backend={jax.default_backend()} devices={jax.device_count()}")
+  for path in f.paths:
+    for n in (int(x) for x in f.num_envs):
+      rate = benchmark(path, f.game, n, f.steps, f.seed)
       print(f"{path:17s} N={n:<3d} {rate:9.0f} agent steps/s", flush=True)
 
 
 if __name__ == "__main__":
-  main()
+  _define_flags()
+  app.run(main)

@@ -1,6 +1,6 @@
 r"""What exact resume costs: re-stepping fresh train envs through N recorded env steps (`jedi_jax.resume`).
 
-    python -m experiments.resume_benchmark --steps=6000,30000 [--game=Breakout] [--step_path=xla]
+    python -m experiments.resume_benchmark [--steps=6000,30000] [--game=Breakout] [--step_path=xla]
 
 For each N: records N steps of random play on the train env (1 env, as the presets; timed, for comparison),
 then times `resume.restep` from a fresh env (compile and run separately) and checks it matches. The recorded frames
@@ -9,8 +9,14 @@ are held in memory (12 KiB per step).
 
 from __future__ import annotations
 
-import argparse
 import time
+
+from absl import app
+from absl import flags
+
+_STEPS = flags.DEFINE_list("steps", ["6000", "30000"], "Recorded env steps to re-step (one measurement each).")
+_GAME = flags.DEFINE_string("game", "Breakout", "Atari game.")
+_STEP_PATH = flags.DEFINE_enum("step_path", "xla", ["xla", "host"], "The env step inside the program or on the host.")
 
 
 def measure(game: str, steps: int, step_path: str) -> tuple[float, float, float]:
@@ -55,18 +61,14 @@ def measure(game: str, steps: int, step_path: str) -> tuple[float, float, float]
   return record_s, t1 - t0, t2 - t1
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--steps", default="6000,30000", help="comma-separated recorded env steps")
-  parser.add_argument("--game", default="Breakout")
-  parser.add_argument("--step_path", default="xla", choices=("xla", "host"))
-  args = parser.parse_args()
-  for n in map(int, args.steps.split(",")):
-    record_s, compile_s, run_s = measure(args.game, n, args.step_path)
-    print(f"restep {args.game} {n} env steps ({args.step_path}): compile {compile_s:.1f}s, run {run_s:.1f}s "
+def main(argv):
+  del argv
+  for n in map(int, _STEPS.value):
+    record_s, compile_s, run_s = measure(_GAME.value, n, _STEP_PATH.value)
+    print(f"restep {_GAME.value} {n} env steps ({_STEP_PATH.value}): compile {compile_s:.1f}s, run {run_s:.1f}s "
           f"({n / run_s:.0f} steps/s; recording them with the same env step: {n / record_s:.0f} steps/s), "
           "every frame matches", flush=True)
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

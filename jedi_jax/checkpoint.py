@@ -43,16 +43,18 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def check_or_write_config(workdir: str, config) -> bool:
   """Saves the resolved config in a new workdir, or checks it equals the saved one.
 
-  Returns True when the workdir already held a run with this config (resume). Raises `WorkdirError`
-  naming the differing fields otherwise, without touching the workdir.
+  Returns True when the workdir already held a run with this config (resume). Fields that cannot change
+  the results (`config.UNHASHED_FIELDS`: the checkpoint interval, how many to keep) may differ; the saved
+  file keeps the first run's values. Raises `WorkdirError` naming the differing fields otherwise, without
+  touching the workdir.
   """
   path = os.path.join(workdir, CONFIG_FILE)
   wanted = config_lib.to_dict(config)
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    if saved != wanted:
-      a, b = _flatten(saved), _flatten(wanted)
+    if config_lib.results_fields(saved) != config_lib.results_fields(wanted):
+      a, b = _flatten(config_lib.results_fields(saved)), _flatten(config_lib.results_fields(wanted))
       diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
       shown = ", ".join(f"{k}: saved {a.get(k)!r} != requested {b.get(k)!r}" for k in diff[:4])
       more = f" (and {len(diff) - 4} more)" if len(diff) > 4 else ""

@@ -377,13 +377,18 @@ def to_dict(config) -> dict:
 UNHASHED_FIELDS = (("run", "checkpoint_every"), ("run", "checkpoints_to_keep"))
 
 
+def results_fields(config) -> dict:
+  """The config as a dict without `UNHASHED_FIELDS`: the settings that determine a run's results."""
+  d = to_dict(config) if not isinstance(config, dict) else json.loads(json.dumps(config))
+  for section, field in UNHASHED_FIELDS:
+    d.get(section, {}).pop(field, None)
+  return d
+
+
 def config_hash(config) -> str:
   """Short stable hash of the config (seed included, `UNHASHED_FIELDS` excluded): identifies the settings
   that determine a run's results."""
-  d = to_dict(config)
-  for section, field in UNHASHED_FIELDS:
-    d.get(section, {}).pop(field, None)
-  blob = json.dumps(d, sort_keys=True).encode()
+  blob = json.dumps(results_fields(config), sort_keys=True).encode()
   return hashlib.sha256(blob).hexdigest()[:12]
 
 

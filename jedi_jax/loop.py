@@ -62,8 +62,8 @@ def make_train_env(config, num_seeds: int = 1):
 
 def _collect_one_seed(state, env_state, config, env_step):
   """`train.initial_collect_chunk` with the env state outside the TrainState (the packed seeds' signature)."""
-  state, metrics = train.initial_collect_chunk(state.replace(env_state=env_state), config, env_step)
-  return state.replace(env_state=None), state.env_state, metrics
+  state, stats = train.initial_collect_chunk(state.replace(env_state=env_state), config, env_step)
+  return state.replace(env_state=None), state.env_state, stats
 
 
 def _epochs_one_seed(state, env_state, plan, config, env_step):
@@ -156,15 +156,18 @@ class _CallClock:
     self.compiled_s += phases.last_call_s
     self.compile_s += phases.last_compile_s
 
-  def record(self, metrics, state, plan, t0: float, phases: Phases, total_epochs: int) -> int:
-    """Checks and logs one `epochs` call that started at `t0`; returns the epoch reached."""
+  def record(self, metrics: train.CallMetrics, state, plan, t0: float, phases: Phases, total_epochs: int,
+             perf: dict | None = None) -> int:
+    """Checks and logs one `epochs` call that started at `t0`; returns the epoch reached. `perf`: extra
+    timing figures of the call for its row."""
     self.add(phases)
-    metrics = _host(metrics)
+    metrics = jax.device_get(metrics)
     dt = time.time() - t0 - phases.last_compile_s
     epoch = int(state.epoch)
-    _check_finite({k: v for k, v in metrics.items() if not k.startswith("collect/")},
-                  f"epochs {epoch - plan[0] + 1}-{epoch}")
-    row = _summarise(metrics, state, plan, dt)
+    update_means = _update_means(metrics)
+    _check_finite(update_means, f"epochs {epoch - plan[0] + 1}-{epoch}")
+    row = _summarise(update_means, metrics.collect, state, plan, dt)
+    row.update(perf or {})
     wall = time.time() - self.start - self.compile_s
     row["perf/compiled_fraction"] = self.compiled_s / max(wall, 1e-9)  # of wall time since the start,
     row["perf/wall_seconds"] = wall                                       # compiles excluded
@@ -178,12 +181,15 @@ class _CallClock:
     return epoch
 
 
-def _host(metrics) -> dict:
-  return {k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()}
+def _update_means(metrics: train.CallMetrics) -> dict:
+  """The learners' figures of a call as `wm/...` and `ac/...` row keys (means over packed seeds)."""
+  row = {f"wm/{k}": float(np.mean(v)) for k, v in metrics.wm.items()}
+  row.update({f"ac/{k}": float(np.mean(v)) for k, v in metrics.ac.items()})
+  return row
 
 
-def _check_finite(metrics: dict, where: str) -> None:
-  bad = [k for k, v in metrics.items() if not np.all(np.isfinite(np.asarray(v, dtype=np.float64)))]
+def _check_finite(row: dict, where: str) -> None:
+  bad = [k for k, v in row.items() if not np.isfinite(v)]
   if bad:
     raise TrainingError(f"non-finite {', '.join(sorted(bad))} in {where}; stopping without saving this state")
 
@@ -287,10 +293,11 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
     t0 = time.time()
     if mesh is None:
       states, env_state, metrics = programs("epochs", states, env_state, train.make_plan(*plan))
+      perf = None
     else:
-      states, env_state, metrics = _data_parallel_epochs(states, env_state, plan, cfg, mesh, programs)
+      states, env_state, metrics, perf = _data_parallel_epochs(states, env_state, plan, cfg, mesh, programs)
     seed0 = jax.tree.map(lambda x: x[0], states) if packed else states
-    done = clock.record(metrics, seed0, plan, t0, programs, total_epochs)
+    done = clock.record(metrics, seed0, plan, t0, programs, total_epochs, perf)
     if schedule.is_checkpoint(done, total_epochs, cfg.run.checkpoint_every):
       checkpointer.save(done, states, extra)
       log(f"checkpoint saved at epoch {done}")
@@ -327,7 +334,8 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
 
 
 def _data_parallel_epochs(state, env_state, plan, cfg, mesh, phases):
-  """`plan[0]` epochs, each a collect call on device 0 and an update call on the mesh (parallel.py)."""
+  """`plan[0]` epochs, each a collect call on device 0 and an update call on the mesh (parallel.py);
+  returns the state, the env state, the call's `CallMetrics` and the time spent in each kind of call."""
   if phases.data_parallel is None:
     phases.data_parallel = parallel.DataParallelEpoch(cfg, mesh, phases.env_step)
   state = parallel.replicate(state, mesh)
@@ -338,19 +346,16 @@ def _data_parallel_epochs(state, env_state, plan, cfg, mesh, phases):
         state, env_state, train.make_plan(1, collect_steps, wm_updates, ac_updates), collect=collect_steps > 0)
     t_collect, t_update = t_collect + tc, t_update + tu
     sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-  metrics = {k: v if k.startswith("collect/") else v / num_epochs for k, v in sums.items()}
   phases.last_compile_s, phases.last_call_s = 0.0, t_collect + t_update
-  metrics["perf/collect_call_seconds"] = jnp.asarray(t_collect / num_epochs)
-  metrics["perf/update_call_seconds"] = jnp.asarray(t_update / num_epochs)
-  return state, env_state, metrics
+  perf = {"perf/collect_call_seconds": t_collect / num_epochs, "perf/update_call_seconds": t_update / num_epochs}
+  return state, env_state, train.mean_over_epochs(sums, num_epochs), perf
 
 
-def _summarise(metrics: dict, state, plan, dt: float) -> dict:
-  """One JSONL row per host call: mean losses, collection and speed figures."""
+def _summarise(update_means: dict, collected: train.CollectStats, state, plan, dt: float) -> dict:
+  """One JSONL row per host call: the learners' means, collection and speed figures."""
   num_epochs, collect_steps, wm_updates, ac_updates = plan
-  row = diagnostics.rates_from_counts(
-      {k: float(np.mean(v)) for k, v in metrics.items() if not k.startswith("collect/")})
-  c = {k[len("collect/"):]: float(np.sum(v)) for k, v in metrics.items() if k.startswith("collect/")}
+  row = diagnostics.rates_from_counts(update_means)
+  c = {k: float(np.sum(v)) for k, v in collected._asdict().items()}  # summed over packed seeds too
   if collect_steps:
     if c["games_finished"] > 0:
       row["collect/game_return"] = c["games_return_sum"] / c["games_finished"]

@@ -22,6 +22,7 @@ env once per device. A data-parallel epoch therefore runs as two calls: collect 
 from __future__ import annotations
 
 import functools
+import time
 from typing import Callable
 
 import jax
@@ -67,7 +68,7 @@ def replicate(tree, mesh: Mesh):
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def shard_local_grads(local_fn: Callable, mesh: Mesh, num_params_args: int) -> Callable:
+def shard_local_grads(local_fn: Callable, mesh: Mesh) -> Callable:
   """Wraps a per-device gradient function for the mesh.
 
   `local_fn(*params_args, replay, key, batch_size, config) -> (grads, metrics)` computes the gradient of
@@ -90,7 +91,6 @@ def shard_local_grads(local_fn: Callable, mesh: Mesh, num_params_args: int) -> C
     return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P()), out_specs=(P(), P()),
                          check_vma=False)(tuple(replicated), key)
 
-  del num_params_args
   return wrapped
 
 
@@ -99,11 +99,11 @@ def shard_local_grads(local_fn: Callable, mesh: Mesh, num_params_args: int) -> C
 # ------------------------------------------------------------------------------------------------
 
 def dp_update_epochs(state: train.TrainState, rows: train.Row, plan: train.EpochPlan, config, mesh: Mesh
-                     ) -> tuple[train.TrainState, dict]:
+                     ) -> tuple[train.TrainState, train.CallMetrics]:
   """Appends the collected rows to the (replicated) replay, then one epoch's updates on the mesh."""
   state = state.replace(replay=train.add_rows(state.replay, rows))
-  wm_local = shard_local_grads(train.world_model_local, mesh, 1)
-  ac_local = shard_local_grads(train.actor_critic_local, mesh, 2)
+  wm_local = shard_local_grads(train.world_model_local, mesh)
+  ac_local = shard_local_grads(train.actor_critic_local, mesh)
   return train.update_phase(
       state, plan, config,
       wm_update=lambda s, n, c: train.update_world_model(s, n, c, local_fn=wm_local),
@@ -131,9 +131,8 @@ class DataParallelEpoch:
 
   def __call__(self, state: train.TrainState, env_state, plan: train.EpochPlan, collect: bool):
     """Runs one epoch; returns (state, env_state, metrics, seconds in collect, seconds in update)."""
-    import time
     t0 = time.time()
-    rows, stats = None, train._zero_stats()
+    rows, stats = None, train.zero_collect_stats()
     if collect:
       small = jax.device_put(
           state.replace(replay=None, wm_opt_state=None, ac_opt_state=None), self.device0)
@@ -162,8 +161,7 @@ class DataParallelEpoch:
     state, metrics = self._update(state, rows, plan)
     jax.block_until_ready(state.wm_params)
     t2 = time.time()
-    metrics.update({f"collect/{k}": v for k, v in stats._asdict().items()})
-    return state, env_state, metrics, t1 - t0, t2 - t1
+    return state, env_state, metrics._replace(collect=stats), t1 - t0, t2 - t1
 
 
 def _empty_rows(num_envs: int) -> train.Row:

@@ -62,6 +62,26 @@ class CollectStats(NamedTuple):
   reward_neg: jax.Array        # steps with reward < 0
 
 
+class CallMetrics(NamedTuple):
+  """The metrics of one compiled call, typed by how they reduce (docs/metrics.md).
+
+  `wm`, `ac`: means over the updates of an epoch, then over the call's epochs (the world-model probe's
+  figures are in `wm`); `collect`: the collection statistics summed over the call. Leaves are scalars, or
+  [K] for K packed seeds. They become `wm/...`, `ac/...` and `collect/...` keys only where the JSONL row is
+  written (`jedi_jax.loop`).
+  """
+  wm: dict
+  ac: dict
+  collect: CollectStats
+
+
+def mean_over_epochs(sums: CallMetrics, num_epochs) -> CallMetrics:
+  """Per-call figures from per-epoch sums: update means averaged over the epochs, collection kept summed."""
+  n = jnp.maximum(num_epochs, 1)
+  mean = lambda d: jax.tree.map(lambda x: x / n, d)
+  return sums._replace(wm=mean(sums.wm), ac=mean(sums.ac))
+
+
 def init_train_state(config, num_actions: int, key: jax.Array, env_state: PyTree, obs: jax.Array) -> TrainState:
   """Fresh params, optimiser states and an empty replay. `obs`: [E, 64, 64, 3] uint8 from the env reset."""
   wm_params, wm_opt_state, ac_params, ac_opt_state, k_run = _init_learners(config, num_actions, key)
@@ -163,7 +183,7 @@ def record_step(state: TrainState, actions: jax.Array, out) -> tuple[TrainState,
   return state.replace(replay=add_row(state.replay, row)), stats
 
 
-def _zero_stats() -> CollectStats:
+def zero_collect_stats() -> CollectStats:
   return CollectStats(*(jnp.zeros((), d) for d in (jnp.int32, jnp.float32, jnp.int32, jnp.float32, jnp.int32,
                                                    jnp.int32, jnp.int32)))
 
@@ -200,7 +220,7 @@ def collect(state: TrainState, num_steps, epsilon: float, env_step: EnvStepFn, c
     state, step_stats = record_step(state.replace(env_state=env_state), actions, out)
     return state, jax.tree.map(jnp.add, stats, step_stats)
 
-  return jax.lax.fori_loop(0, num_steps // num_envs, one_step, (state, _zero_stats()))
+  return jax.lax.fori_loop(0, num_steps // num_envs, one_step, (state, zero_collect_stats()))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -351,43 +371,37 @@ def probe_world_model(state: TrainState, config) -> dict:
 
 
 def update_phase(state: TrainState, plan: EpochPlan, config, *, wm_update: Callable = update_world_model,
-                 ac_update: Callable = update_actor_critic) -> tuple[TrainState, dict]:
+                 ac_update: Callable = update_actor_critic) -> tuple[TrainState, CallMetrics]:
   """The updates of one epoch (world model, then actor-critic), the world-model probe, and the epoch count.
 
-  Returns metrics keyed `wm/...` and `ac/...` (per-update means; the probe's figures under `wm/`).
+  Returns per-update means of both learners (the probe's figures with the world model's); no collection.
   """
   state, wm_m = wm_update(state, plan.wm_updates, config)
   state, ac_m = ac_update(state, plan.ac_updates, config)
   wm_m = dict(wm_m, **probe_world_model(state, config))
   state = state.replace(epoch=state.epoch + 1)
-  metrics = {f"wm/{k}": v for k, v in wm_m.items()}
-  metrics.update({f"ac/{k}": v for k, v in ac_m.items()})
-  return state, metrics
+  return state, CallMetrics(wm=wm_m, ac=ac_m, collect=zero_collect_stats())
 
 
 def run_epoch(state: TrainState, plan: EpochPlan, config, env_step: EnvStepFn, *,
               wm_update: Callable = update_world_model, ac_update: Callable = update_actor_critic
-              ) -> tuple[TrainState, dict]:
+              ) -> tuple[TrainState, CallMetrics]:
   """One epoch: collect `plan.collect_steps` env steps, then the world-model and actor-critic updates."""
   state, stats = collect(state, plan.collect_steps, config.ac.epsilon_collect, env_step, config)
   state, metrics = update_phase(state, plan, config, wm_update=wm_update, ac_update=ac_update)
-  metrics.update({f"collect/{k}": v for k, v in stats._asdict().items()})
-  return state, metrics
+  return state, metrics._replace(collect=stats)
 
 
 def run_epochs(state: TrainState, plan: EpochPlan, config, env_step: EnvStepFn, **kw
-               ) -> tuple[TrainState, dict]:
-  """`plan.num_epochs` epochs in one compiled loop. Update metrics are averaged over the epochs and the
-  collection statistics summed (both per call)."""
+               ) -> tuple[TrainState, CallMetrics]:
+  """`plan.num_epochs` epochs in one compiled loop (`CallMetrics`: update means, collection sums)."""
   state, sums = loop_sum(lambda s: run_epoch(s, plan, config, env_step, **kw), state, plan.num_epochs)
-  n = jnp.maximum(plan.num_epochs, 1)
-  return state, {k: v if k.startswith("collect/") else v / n for k, v in sums.items()}
+  return state, mean_over_epochs(sums, plan.num_epochs)
 
 
-def initial_collect_chunk(state: TrainState, config, env_step: EnvStepFn) -> tuple[TrainState, dict]:
+def initial_collect_chunk(state: TrainState, config, env_step: EnvStepFn) -> tuple[TrainState, CollectStats]:
   """One chunk (steps_per_epoch steps) of the initial collection, with the untrained policy."""
-  state, stats = collect(state, config.schedule.steps_per_epoch, config.ac.epsilon_collect, env_step, config)
-  return state, {f"collect/{k}": v for k, v in stats._asdict().items()}
+  return collect(state, config.schedule.steps_per_epoch, config.ac.epsilon_collect, env_step, config)
 
 
 def minority_reward_count(replay: replay_lib.ReplayState) -> jax.Array:
@@ -417,18 +431,18 @@ def collect_many(states: TrainState, env_state: PyTree, num_steps, epsilon: floa
     states, step_stats = jax.vmap(record_step)(states, actions, out)
     return states, env_state, jax.tree.map(jnp.add, stats, step_stats)
 
-  zero = jax.tree.map(lambda x: jnp.zeros((k,), x.dtype), _zero_stats())
+  zero = jax.tree.map(lambda x: jnp.zeros((k,), x.dtype), zero_collect_stats())
   return jax.lax.fori_loop(0, num_steps // e, one_step, (states, env_state, zero))
 
 
-def initial_collect_chunk_many(states: TrainState, env_state: PyTree, config, env_step: EnvStepFn):
-  states, env_state, stats = collect_many(
+def initial_collect_chunk_many(states: TrainState, env_state: PyTree, config, env_step: EnvStepFn
+                               ) -> tuple[TrainState, PyTree, CollectStats]:
+  return collect_many(
       states, env_state, config.schedule.steps_per_epoch, config.ac.epsilon_collect, env_step, config)
-  return states, env_state, {f"collect/{k}": v for k, v in stats._asdict().items()}
 
 
 def run_epochs_many(states: TrainState, env_state: PyTree, plan: EpochPlan, config, env_step: EnvStepFn
-                    ) -> tuple[TrainState, PyTree, dict]:
+                    ) -> tuple[TrainState, PyTree, CallMetrics]:
   """`run_epochs` for K stacked seeds; metrics have a leading seed axis [K]."""
   updates = jax.vmap(lambda s: update_phase(s, plan, config))
 
@@ -437,9 +451,7 @@ def run_epochs_many(states: TrainState, env_state: PyTree, plan: EpochPlan, conf
     states, env_state, stats = collect_many(
         states, env_state, plan.collect_steps, config.ac.epsilon_collect, env_step, config)
     states, metrics = updates(states)
-    metrics.update({f"collect/{k}": v for k, v in stats._asdict().items()})
-    return (states, env_state), metrics
+    return (states, env_state), metrics._replace(collect=stats)
 
   (states, env_state), sums = loop_sum(epoch, (states, env_state), plan.num_epochs)
-  n = jnp.maximum(plan.num_epochs, 1)
-  return states, env_state, {k: v if k.startswith("collect/") else v / n for k, v in sums.items()}
+  return states, env_state, mean_over_epochs(sums, plan.num_epochs)

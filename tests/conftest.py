@@ -1,9 +1,12 @@
 """Shared test fixtures: the smallest configs that still exercise every code path."""
 
 import atexit
+import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 # Tests run on the CPU; 4 fake devices let the data-parallel tests build a mesh (single-device code is
 # unaffected: arrays live on device 0 unless sharded explicitly).
@@ -21,12 +24,21 @@ from jedi_jax import compilation_cache  # noqa: E402
 from jedi_jax import config as config_lib  # noqa: E402
 
 # One persistent compilation cache for the whole session, shared with the entry-point runs of test_train.py
-# (`--compilation_cache=TEST_CACHE`): a program compiled once (e.g. the tiny Catch run's epoch program) is
-# loaded by every later process that builds it. Fresh per session unless JEDI_JAX_TEST_CACHE names one.
-TEST_CACHE = os.environ.get("JEDI_JAX_TEST_CACHE") or tempfile.mkdtemp(prefix="jedi_jax_test_xla_")
+# (`--compilation_cache=TEST_CACHE`) and with the other pytest-xdist worker (the controller creates it and
+# its environment variable before the workers start; they inherit it): a program compiled once (e.g. the
+# tiny Catch run's epoch program) is loaded by every later process that builds it. Fresh per session unless
+# JEDI_JAX_TEST_CACHE names one.
 if not os.environ.get("JEDI_JAX_TEST_CACHE"):
-  atexit.register(shutil.rmtree, TEST_CACHE, True)
+  os.environ["JEDI_JAX_TEST_CACHE"] = tempfile.mkdtemp(prefix="jedi_jax_test_xla_")
+  atexit.register(shutil.rmtree, os.environ["JEDI_JAX_TEST_CACHE"], True)
+TEST_CACHE = os.environ["JEDI_JAX_TEST_CACHE"]
 compilation_cache.enable(TEST_CACHE)
+
+
+# The `catch` preset's encoder stem (4x4 patches, two stages): a much smaller program than the paper's stem
+# of four 3x3 stages, for tests whose subject is not the encoder (end-to-end runs, data parallelism).
+PATCH_ENCODER = {"wm.encoder_patch": 4, "wm.encoder_channels": (8, 8), "wm.encoder_depths": (1, 1),
+                 "wm.encoder_down": (1, 0)}
 
 
 def tiny_config(**overrides):
@@ -59,3 +71,46 @@ def tiny_config(**overrides):
 @pytest.fixture
 def tiny():
   return tiny_config
+
+
+# The suite runs on 2 pytest-xdist workers (pyproject's addopts), fed one test at a time. The longest tests
+# go first, so that neither worker is left with a long test at the end (the others take seconds); those
+# after the first two use the Catch reference run of test_train.py, built once by whichever worker asks
+# first (`shared_once`) while the other runs the first two.
+LONG_FIRST = (
+    "test_parallel.py::test_gradients_are_averaged_not_summed",
+    "test_world_model.py::test_pixel_denoiser_overfits_fixed_batch",
+    "test_train.py::test_results_do_not_depend_on_the_checkpoint_interval_or_a_kill",
+    "test_train.py::test_packed_seeds_resume_exactly_and_match_single_runs",
+    "test_train.py::test_data_parallel_on_4_fake_devices_and_its_resume",
+    "test_parallel.py::test_sharded_actor_critic_step_equals_single_device_reference",
+)
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    where = item.nodeid.split("/")[-1]
+    return next((i for i, name in enumerate(LONG_FIRST) if where.startswith(name)), len(LONG_FIRST))
+  items.sort(key=rank)  # stable: the rest keep pytest's order
+
+
+def _shared_root(tmp_path_factory) -> Path:
+  """A directory every worker of this session sees (the parent of the workers' own temp dirs)."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def shared_once(tmp_path_factory, name: str):
+  """Yields `(directory, done)` for an artefact built once per session across workers: under an exclusive
+  lock, `done` says whether an earlier holder finished building it (the builder calls `directory.joinpath(
+  "DONE").touch()` when it has)."""
+  root = _shared_root(tmp_path_factory)
+  directory = root / name
+  with open(root / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      directory.mkdir(exist_ok=True)
+      yield directory, (directory / "DONE").exists()
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)

@@ -12,7 +12,7 @@ from jedi_jax import parallel
 from jedi_jax import replay as replay_lib
 from jedi_jax import train
 
-from conftest import tiny_config
+from conftest import PATCH_ENCODER, tiny_config
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 (fake) devices")
 
@@ -36,13 +36,13 @@ def _max_rel_diff(a, b):
 
 
 def _reference_local_grads(local_fn, num_shards: int):
-  """Single-device reference of `parallel.shard_local_grads`: a Python loop over the shards, each with the
-  key folded with its shard index, and the mean of their (grads, metrics)."""
+  """Single-device reference of `parallel.shard_local_grads`: a sequential loop over the shards (`lax.map`,
+  one traced body), each with the key folded with its shard index, and the mean of their (grads, metrics)."""
   def wrapped(*args):
     *replicated, key, batch_size, config = args
-    outs = [local_fn(*replicated, jax.random.fold_in(key, i), batch_size // num_shards, config)
-            for i in range(num_shards)]
-    return jax.tree.map(lambda *xs: sum(xs) / num_shards, *outs)
+    outs = jax.lax.map(lambda i: local_fn(*replicated, jax.random.fold_in(key, i), batch_size // num_shards,
+                                          config), jnp.arange(num_shards))
+    return jax.tree.map(lambda x: x.mean(0), outs)
   return wrapped
 
 
@@ -50,13 +50,13 @@ def test_sharded_actor_critic_step_equals_single_device_reference():
   """Two full actor-critic update steps (sampling, imagination, gradient, AdamW) on the mesh equal the
   single-device reference. (The world-model step goes through the same wrapper; its gradient is checked
   below.)"""
-  config = tiny_config()
+  config = tiny_config(**PATCH_ENCODER)
   config.optim.batch_size = 8  # global batch: 2 per device
   cfg, state = _filled_state(config)
   mesh = parallel.make_mesh(4)
   local = train.actor_critic_local
   sharded = jax.jit(functools.partial(train.actor_critic_step, config=cfg,
-                                      local_fn=parallel.shard_local_grads(local, mesh, 2)))
+                                      local_fn=parallel.shard_local_grads(local, mesh)))
   reference = jax.jit(functools.partial(train.actor_critic_step, config=cfg,
                                         local_fn=_reference_local_grads(local, 4)))
   s_mesh, _ = sharded(parallel.replicate(state, mesh))  # step 0 has lr 0 (linear warm-up from 0)
@@ -70,21 +70,34 @@ def test_sharded_actor_critic_step_equals_single_device_reference():
   assert abs(float(m_mesh["grad_norm"]) - float(m_ref["grad_norm"])) < 1e-4 * (1 + float(m_ref["grad_norm"]))
 
 
+def _regression_grads(params, data, key, batch_size, config):
+  """A local gradient function of the library's signature: `batch_size` rows of `data` drawn with `key`,
+  the gradient of their mean squared error under a linear model."""
+  del config
+  rows = jax.random.randint(key, (batch_size,), 0, data["x"].shape[0])
+  x, y = data["x"][rows], data["y"][rows]
+  loss, grads = jax.value_and_grad(lambda p: jnp.mean((x @ p["w"] + p["b"] - y) ** 2))(params)
+  return grads, {"loss": loss}
+
+
 def test_gradients_are_averaged_not_summed():
-  """The mesh gradient equals the mean of the per-shard gradients (the shard_map psum trap)."""
-  config = tiny_config()
-  config.optim.batch_size = 8
-  cfg, state = _filled_state(config)
+  """The mesh gradient equals the mean of the per-shard gradients, each shard drawing its own rows with the
+  key folded with its index (the shard_map psum trap). The world-model and actor-critic gradients go
+  through the same wrapper: the step above and the data-parallel run of test_train.py."""
+  rng = np.random.default_rng(0)
+  data = {"x": jnp.asarray(rng.normal(size=(64, 3)), jnp.float32),
+          "y": jnp.asarray(rng.normal(size=(64,)), jnp.float32)}
+  params = {"w": jnp.asarray([0.5, -1.0, 2.0]), "b": jnp.asarray(0.3)}
+  key = jax.random.PRNGKey(3)
   mesh = parallel.make_mesh(4)
-  sharded = jax.jit(lambda p, r, k: parallel.shard_local_grads(train.world_model_local, mesh, 1)(p, r, k, 8, cfg))
-  g_mesh, _ = sharded(*parallel.replicate((state.wm_params, state.replay, state.key), mesh))
-  shard = jax.jit(lambda i: train.world_model_local(
-      state.wm_params, state.replay, jax.random.fold_in(state.key, i), 2, cfg)[0])  # one compile, 4 calls
-  shards = [shard(i) for i in range(4)]
+  g_mesh, m_mesh = jax.jit(lambda p, d, k: parallel.shard_local_grads(_regression_grads, mesh)(p, d, k, 8, None))(
+      *parallel.replicate((params, data, key), mesh))
+  shards = [_regression_grads(params, data, jax.random.fold_in(key, i), 2, None) for i in range(4)]
   mean = jax.tree.map(lambda *g: sum(g) / 4, *shards)
   total = jax.tree.map(lambda *g: sum(g), *shards)
-  assert _max_rel_diff(g_mesh, mean) < 1e-4
-  assert _max_rel_diff(g_mesh, total) > 0.5
+  assert _max_rel_diff((g_mesh, m_mesh), mean) < 1e-5
+  assert _max_rel_diff(g_mesh, total[0]) > 0.5
+  assert _max_rel_diff(g_mesh, shards[0][0]) > 1e-3  # the shards drew different rows
 
 
 def test_batch_must_divide_devices():

@@ -30,7 +30,7 @@ from jedi_jax import loop
 from jedi_jax import run_files
 from jedi_jax.logs import read_metrics
 
-from conftest import TEST_CACHE, TEST_XLA_FLAGS, tiny_config
+from conftest import PATCH_ENCODER, TEST_CACHE, TEST_XLA_FLAGS, shared_once, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_KEYS = ("perf/",)
@@ -38,8 +38,7 @@ TIMING_KEYS = ("perf/",)
 # faster program), a 55-step initial collection, then 5 collecting epochs of 55 steps and 1 final epoch.
 # A Catch game fills 10 replay rows (9 steps and the auto-reset step), so checkpoints (every 55 rows) fall
 # inside games.
-RUN = {"game": "Catch", "env.backend": "jax", "wm.encoder_patch": 4, "wm.encoder_channels": (8, 8),
-       "wm.encoder_depths": (1, 1), "wm.encoder_down": (1, 0), "schedule.steps_per_epoch": 55,
+RUN = {"game": "Catch", "env.backend": "jax", **PATCH_ENCODER, "schedule.steps_per_epoch": 55,
        "schedule.total_env_steps": 330, "schedule.initial_min_steps": 55, "schedule.initial_max_steps": 55}
 EPOCHS = 6
 
@@ -132,17 +131,24 @@ def _resume_from_earlier_checkpoint(src, dst, epoch):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-  """Seed 0 through the entry point, a checkpoint after every epoch: the reference run."""
-  workdir = tmp_path_factory.mktemp("every_epoch") / "w"
-  proc = _run_cli(*_tiny_flags(**{"run.checkpoint_every": 1}), f"--workdir={workdir}")
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return workdir, proc.stdout
+  """Seed 0 through the entry point, a checkpoint after every epoch: the reference run (built once per
+  session, whichever xdist worker asks first; conftest.shared_once). Tests copy it, never change it."""
+  with shared_once(tmp_path_factory, "reference_run") as (directory, done):
+    workdir, stdout = directory / "w", directory / "stdout.txt"
+    if not done:
+      shutil.rmtree(workdir, ignore_errors=True)
+      proc = _run_cli(*_tiny_flags(**{"run.checkpoint_every": 1}), f"--workdir={workdir}")
+      assert proc.returncode == 0, proc.stderr[-3000:]
+      stdout.write_text(proc.stdout)
+      (directory / "DONE").touch()
+  return workdir, stdout.read_text()
 
 
 def test_results_do_not_depend_on_the_checkpoint_interval_or_a_kill(reference, tmp_path):
-  """Checkpoints every second epoch, kill -9 right after the second one, then the same command: the same
-  results.json (final-state checksum and config hash included) and metrics as the uninterrupted run that
-  checkpointed every epoch. Each process compiles each program once; the resumed one re-steps the envs."""
+  """Checkpoints every second epoch, kill -9 right after the second one, then the same command with a
+  checkpoint every third epoch: the same results.json (final-state checksum and config hash included) and
+  metrics as the uninterrupted run that checkpointed every epoch. Each process compiles each program once;
+  the resumed one re-steps the envs."""
   ref_dir, ref_out = reference
   assert ckpt_lib.Checkpointer(str(ref_dir)).epochs() == [EPOCHS - 2, EPOCHS - 1, EPOCHS]  # 3 kept
   assert ref_out.count("checkpoint saved") == EPOCHS
@@ -155,7 +161,8 @@ def test_results_do_not_depend_on_the_checkpoint_interval_or_a_kill(reference, t
   assert [l.split()[1] for l in _compiled_lines(killed_out)] == ["collect", "epochs"], killed_out
   assert not (workdir / "results.json").exists()
   assert ckpt_lib.Checkpointer(str(workdir)).epochs()[-1] == 4
-  proc = _run_cli(*args)
+  # The same command, but a third checkpoint interval: the interval may change across a resume.
+  proc = _run_cli(*_tiny_flags(**{"run.checkpoint_every": 3}), f"--workdir={workdir}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "resuming from the checkpoint at epoch 4" in proc.stdout
   assert "every frame matches the replay" in proc.stdout
@@ -317,6 +324,16 @@ def test_bad_flags_fail_with_one_clear_line(tmp_path, args, message):
   assert message in proc.stderr, proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
   assert not workdir.exists()
+
+
+def test_only_fields_that_cannot_change_results_may_differ_on_resume(tmp_path):
+  workdir = str(tmp_path / "w")
+  assert not ckpt_lib.check_or_write_config(workdir, run_config(**{"run.checkpoint_every": 1}))
+  assert ckpt_lib.check_or_write_config(
+      workdir, run_config(**{"run.checkpoint_every": 3, "run.checkpoints_to_keep": 5}))
+  with pytest.raises(ckpt_lib.WorkdirError, match=r"optim.lr: saved 0.0001 != requested 0.5"):
+    ckpt_lib.check_or_write_config(workdir, run_config(**{"run.checkpoint_every": 3, "optim.lr": 0.5}))
+  assert json.loads((tmp_path / "w" / ckpt_lib.CONFIG_FILE).read_text())["run"]["checkpoint_every"] == 1
 
 
 def test_mismatched_config_refuses_and_leaves_workdir_untouched(reference):
