@@ -219,7 +219,8 @@ def report(results: dict, preset: str, peak_what: str) -> None:
     else:
       print(f"{name:28s}{jedi:16.3f}{diamond:18.3f}{ratio}")
   print("\nmemory = argument + output + temporary bytes of the compiled program (XLA memory_analysis).\n"
-        "'denoising part' = the same update with a 1-step reward/end segment (compiled, not timed).\n"
+        "'denoising part' = the world-model gradient (train.world_model_grads) with a 1-step reward/end segment\n"
+        "(compiled, not timed).\n"
         "XLA's cost analysis counts the reward/end LSTM scan body once (its input projection and heads are\n"
         "outside the loop, so the undercount is small).")
 

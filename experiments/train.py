@@ -74,11 +74,16 @@ def main(argv):
   if _MULTIHOST.value:
     from jedi_jax import parallel
     parallel.initialize_multihost()  # before any other JAX call
-  # Imported here so that --help and flag errors stay fast.
-  from jedi_jax import checkpoint, compilation_cache, envs, loop
+  # Imported here, and the training modules only once the flags are checked: --help and flag errors stay fast.
+  from jedi_jax import envs
   try:
     config = resolve_config()
     envs.check_game(config.game, config.env.backend)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  from jedi_jax import checkpoint, compilation_cache, loop
+  try:
     if _COMPILATION_CACHE.value and compilation_cache.cacheable(config):
       print(f"compilation cache: {compilation_cache.enable(_COMPILATION_CACHE.value)} "
             "(--compilation_cache= turns it off)")

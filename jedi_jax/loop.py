@@ -72,7 +72,7 @@ def _epochs_one_seed(state, env_state, plan, config, env_step):
   return state.replace(env_state=None), state.env_state, metrics
 
 
-class Phases:
+class Programs:
   """The compiled programs of a process (they embed its train envs' step).
 
   `collect` (an initial-collection chunk), `epochs` (`run_epochs`: its epoch count, env steps and update
@@ -111,7 +111,7 @@ class Phases:
     return out
 
 
-def restore_envs(states: train.TrainState, env_state, programs: Phases, where: str, log=print):
+def restore_envs(states: train.TrainState, env_state, programs: Programs, where: str, log=print):
   """Re-steps the freshly created train envs (`env_state`) through every step the replay recorded, checking
   each frame (`jedi_jax.resume`); returns their state at the checkpoint or raises `resume.ResumeError`."""
   replay = states.replay
@@ -140,7 +140,7 @@ def _unalias(tree):
   return jax.tree.map(fix, tree)
 
 
-class _CallClock:
+class _CallRecorder:
   """Host side of every compiled call of a run: wall time, time inside compiled calls, compile time; and
   the per-call bookkeeping (finite check, JSONL row, progress line)."""
 
@@ -152,17 +152,17 @@ class _CallClock:
     self.compiled_s = 0.0
     self.compile_s = 0.0
 
-  def add(self, phases: Phases) -> None:
-    self.compiled_s += phases.last_call_s
-    self.compile_s += phases.last_compile_s
+  def add(self, programs: Programs) -> None:
+    self.compiled_s += programs.last_call_s
+    self.compile_s += programs.last_compile_s
 
-  def record(self, metrics: train.CallMetrics, state, plan, t0: float, phases: Phases, total_epochs: int,
+  def record(self, metrics: train.CallMetrics, state, plan, t0: float, programs: Programs, total_epochs: int,
              perf: dict | None = None) -> int:
     """Checks and logs one `epochs` call that started at `t0`; returns the epoch reached. `perf`: extra
     timing figures of the call for its row."""
-    self.add(phases)
+    self.add(programs)
     metrics = jax.device_get(metrics)
-    dt = time.time() - t0 - phases.last_compile_s
+    dt = time.time() - t0 - programs.last_compile_s
     epoch = int(state.epoch)
     update_means = _update_means(metrics)
     _check_finite(update_means, f"epochs {epoch - plan[0] + 1}-{epoch}")
@@ -248,17 +248,22 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
   states = run_files.template_states(cfg, num_seeds)
   env = make_train_env(cfg, num_seeds)
   env_state, env_step = env.functional(cfg.env.step_path)  # resets the envs
-  programs = Phases(cfg, env_step, log, many_seeds=packed)
+  programs = Programs(cfg, env_step, log, many_seeds=packed)
   extra = {"num_epochs_collect": np.int64(-1)}
   restored = checkpointer.restore_latest(states, extra) if resumed else None
   start_epoch = 0
+  # Every input of the compiled programs is committed to this process's first device, fresh or restored
+  # (orbax restores committed arrays, and a committed input lowers to different HLO): a resumed process
+  # then builds exactly the fresh run's programs and finds them in the persistent compilation cache.
+  # Re-stepping and collection run there in data-parallel runs too.
+  device = jax.local_devices()[0]
+  env_state = jax.device_put(env_state, device)
   if restored is None:
     # A buffer of its own: the states are donated to the compiled calls, the env state is not.
-    states = states.replace(obs=jnp.copy(env_state.obs).reshape(states.obs.shape))
+    states = jax.device_put(states.replace(obs=jnp.copy(env_state.obs).reshape(states.obs.shape)), device)
   else:
     start_epoch, states, extra = restored
-    if mesh is not None:
-      states = jax.device_put(states, jax.devices()[0])  # re-stepping runs on device 0, like collection
+    states = jax.device_put(states, device)
     log(f"resuming from the checkpoint at epoch {start_epoch} ({_first(states.env_steps)} env steps per seed)")
     try:
       env_state = restore_envs(states, env_state, programs, f"{workdir} at epoch {start_epoch}", log)
@@ -271,13 +276,13 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
   states = _unalias(states)
   num_epochs_collect = int(extra["num_epochs_collect"])
 
-  clock = _CallClock(logger, log, cfg)
+  recorder = _CallRecorder(logger, log, cfg)
   # 1. Initial collection.
   if num_epochs_collect < 0:
     minority_count = jax.vmap(train.minority_reward_count) if packed else train.minority_reward_count
     while True:
       states, env_state, _ = programs("collect", states, env_state)
-      clock.add(programs)
+      recorder.add(programs)
       steps = _first(states.env_steps)
       minority = np.asarray(minority_count(states.replay))
       if schedule.initial_collection_done(steps, minority, s):
@@ -297,7 +302,7 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
     else:
       states, env_state, metrics, perf = _data_parallel_epochs(states, env_state, plan, cfg, mesh, programs)
     seed0 = jax.tree.map(lambda x: x[0], states) if packed else states
-    done = clock.record(metrics, seed0, plan, t0, programs, total_epochs, perf)
+    done = recorder.record(metrics, seed0, plan, t0, programs, total_epochs, perf)
     if schedule.is_checkpoint(done, total_epochs, cfg.run.checkpoint_every):
       checkpointer.save(done, states, extra)
       log(f"checkpoint saved at epoch {done}")
@@ -306,7 +311,7 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
         logger.close()
         return None
   env.close()
-  train_seconds = time.time() - clock.start
+  train_seconds = time.time() - recorder.start
   if mesh is not None:  # evaluation acts on one device (the env step never enters the mesh)
     states = jax.device_put(states, jax.devices()[0])
 
@@ -333,20 +338,21 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
   return states, all_results
 
 
-def _data_parallel_epochs(state, env_state, plan, cfg, mesh, phases):
+def _data_parallel_epochs(state, env_state, plan, cfg, mesh, programs):
   """`plan[0]` epochs, each a collect call on device 0 and an update call on the mesh (parallel.py);
   returns the state, the env state, the call's `CallMetrics` and the time spent in each kind of call."""
-  if phases.data_parallel is None:
-    phases.data_parallel = parallel.DataParallelEpoch(cfg, mesh, phases.env_step)
+  if programs.data_parallel is None:
+    programs.data_parallel = parallel.DataParallelEpoch(cfg, mesh, programs.env_step, programs.log)
   state = parallel.replicate(state, mesh)
-  sums, t_collect, t_update = None, 0.0, 0.0
+  sums, t_collect, t_update, t_compile = None, 0.0, 0.0, 0.0
   num_epochs, collect_steps, wm_updates, ac_updates = plan
   for _ in range(num_epochs):
-    state, env_state, metrics, tc, tu = phases.data_parallel(
+    state, env_state, metrics, tc, tu = programs.data_parallel(
         state, env_state, train.make_plan(1, collect_steps, wm_updates, ac_updates), collect=collect_steps > 0)
     t_collect, t_update = t_collect + tc, t_update + tu
+    t_compile += programs.data_parallel.compile_seconds
     sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-  phases.last_compile_s, phases.last_call_s = 0.0, t_collect + t_update
+  programs.last_compile_s, programs.last_call_s = t_compile, t_collect + t_update
   perf = {"perf/collect_call_seconds": t_collect / num_epochs, "perf/update_call_seconds": t_update / num_epochs}
   return state, env_state, train.mean_over_epochs(sums, num_epochs), perf
 

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jedi_jax import logs
 from jedi_jax import train
 
 AXIS = "data"
@@ -100,8 +101,11 @@ def shard_local_grads(local_fn: Callable, mesh: Mesh) -> Callable:
 
 def dp_update_epochs(state: train.TrainState, rows: train.Row, plan: train.EpochPlan, config, mesh: Mesh
                      ) -> tuple[train.TrainState, train.CallMetrics]:
-  """Appends the collected rows to the (replicated) replay, then one epoch's updates on the mesh."""
-  state = state.replace(replay=train.add_rows(state.replay, rows))
+  """Appends the collected rows to the (replicated) replay, then one epoch's updates on the mesh. `rows` has
+  one epoch's shape [steps_per_epoch / E, E, ...] in every epoch, so that one program serves them all; the
+  first `plan.collect_steps / E` are real (none in the final update-only epochs)."""
+  num_rows = plan.collect_steps // rows.obs.shape[1]
+  state = state.replace(replay=train.add_rows(state.replay, rows, num_rows))
   wm_local = shard_local_grads(train.world_model_local, mesh)
   ac_local = shard_local_grads(train.actor_critic_local, mesh)
   return train.update_phase(
@@ -111,33 +115,45 @@ def dp_update_epochs(state: train.TrainState, rows: train.Row, plan: train.Epoch
 
 
 class DataParallelEpoch:
-  """Host-side driver of data-parallel epochs: a single-device collect program and a mesh update program.
+  """Host-side driver of data-parallel epochs: a single-device collect program and a mesh update program,
+  each compiled once (on first use, reported through `log` like the loop's other programs).
 
   `state` lives replicated on the mesh without its env handle; the collect program gets device-0 copies of
   what acting needs and returns the rows, which move to the mesh.
   """
 
-  def __init__(self, config, mesh: Mesh, env_step: Callable):
-    self.config = config
+  def __init__(self, config, mesh: Mesh, env_step: Callable, log=print):
     self.mesh = mesh
     self.device0 = mesh.devices.flat[0]
+    self.log = log
+    self.compile_seconds = 0.0   # spent in the last call
     steps = config.schedule.steps_per_epoch
 
     def collect(small_state):
       return train.collect_rows(small_state, steps, config.ac.epsilon_collect, env_step, config)
 
-    self._collect = jax.jit(collect)
-    self._update = jax.jit(functools.partial(dp_update_epochs, config=config, mesh=mesh), donate_argnums=0)
+    self._fns = {"collect_rows": jax.jit(collect),
+                 "update": jax.jit(functools.partial(dp_update_epochs, config=config, mesh=mesh), donate_argnums=0)}
+    self._compiled = {}
+
+  def _call(self, name: str, *args):
+    if name not in self._compiled:
+      t0 = time.time()
+      self._compiled[name] = self._fns[name].lower(*args).compile()
+      seconds = time.time() - t0
+      self.compile_seconds += seconds
+      self.log(logs.describe_compiled(name, self._compiled[name], seconds))
+    return self._compiled[name](*args)
 
   def __call__(self, state: train.TrainState, env_state, plan: train.EpochPlan, collect: bool):
-    """Runs one epoch; returns (state, env_state, metrics, seconds in collect, seconds in update)."""
+    """Runs one epoch; returns (state, env_state, metrics, seconds in collect, seconds in update), compiles
+    excluded (`compile_seconds`)."""
+    self.compile_seconds = 0.0
     t0 = time.time()
-    rows, stats = None, train.zero_collect_stats()
+    small = jax.device_put(state.replace(replay=None, wm_opt_state=None, ac_opt_state=None), self.device0)
+    small = small.replace(env_state=env_state)
     if collect:
-      small = jax.device_put(
-          state.replace(replay=None, wm_opt_state=None, ac_opt_state=None), self.device0)
-      small = small.replace(env_state=env_state)
-      small, rows, stats = self._collect(small)
+      small, rows, stats = self._call("collect_rows", small)
       env_state = small.env_state
       if jax.process_count() > 1:
         # Every process steps its own envs, but the replay is replicated: all processes take process 0's
@@ -151,21 +167,14 @@ class DataParallelEpoch:
           obs=replicate(small.obs, self.mesh), is_first=replicate(small.is_first, self.mesh),
           policy_state=replicate(small.policy_state, self.mesh), key=replicate(small.key, self.mesh),
           env_steps=replicate(small.env_steps, self.mesh))
-      rows = replicate(rows, self.mesh)
-      jax.block_until_ready(rows)
-    else:
-      e = state.obs.shape[0]
-      rows = replicate(jax.tree.map(lambda x: jnp.zeros((0,) + x.shape[1:], x.dtype),
-                                    _empty_rows(e)), self.mesh)
-    t1 = time.time()
-    state, metrics = self._update(state, rows, plan)
+    else:  # zero rows of the collect call's shape: the update program is the same (none is appended)
+      _, rows, stats = jax.eval_shape(self._fns["collect_rows"], small)
+      rows, stats = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (rows, stats))
+    rows = replicate(rows, self.mesh)
+    jax.block_until_ready(rows)
+    t1, collect_compile = time.time(), self.compile_seconds
+    state, metrics = self._call("update", state, rows, plan)
     jax.block_until_ready(state.wm_params)
     t2 = time.time()
-    return state, env_state, metrics._replace(collect=stats), t1 - t0, t2 - t1
-
-
-def _empty_rows(num_envs: int) -> train.Row:
-  return train.Row(
-      obs=jnp.zeros((1, num_envs, 64, 64, 3), jnp.uint8), act=jnp.zeros((1, num_envs), jnp.int32),
-      rew=jnp.zeros((1, num_envs), jnp.float32), end=jnp.zeros((1, num_envs), bool),
-      trunc=jnp.zeros((1, num_envs), bool), valid=jnp.zeros((1, num_envs), bool))
+    return (state, env_state, metrics._replace(collect=stats), t1 - t0 - collect_compile,
+            t2 - t1 - (self.compile_seconds - collect_compile))

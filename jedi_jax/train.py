@@ -172,9 +172,11 @@ def add_row(replay: replay_lib.ReplayState, row: Row) -> replay_lib.ReplayState:
   return replay_lib.add(replay, row.obs, row.act, row.rew, row.end, row.trunc, row.valid)
 
 
-def add_rows(replay: replay_lib.ReplayState, rows: Row) -> replay_lib.ReplayState:
-  """Appends time-major rows [T, E, ...] in order."""
-  return jax.lax.scan(lambda r, row: (add_row(r, row), None), replay, rows)[0]
+def add_rows(replay: replay_lib.ReplayState, rows: Row, num_rows=None) -> replay_lib.ReplayState:
+  """Appends time-major rows [T, E, ...] in order: all T, or the first `num_rows` (may be traced)."""
+  if num_rows is None:
+    return jax.lax.scan(lambda r, row: (add_row(r, row), None), replay, rows)[0]
+  return jax.lax.fori_loop(0, num_rows, lambda i, r: add_row(r, jax.tree.map(lambda x: x[i], rows)), replay)
 
 
 def record_step(state: TrainState, actions: jax.Array, out) -> tuple[TrainState, CollectStats]:

@@ -36,14 +36,24 @@ compilation_cache.enable(TEST_CACHE)
 
 
 # The `catch` preset's encoder stem (4x4 patches, two stages): a much smaller program than the paper's stem
-# of four 3x3 stages, for tests whose subject is not the encoder (end-to-end runs, data parallelism).
+# of four 3x3 stages (its shapes and gradients have their own tests in test_nets.py and test_conv.py).
 PATCH_ENCODER = {"wm.encoder_patch": 4, "wm.encoder_channels": (8, 8), "wm.encoder_depths": (1, 1),
                  "wm.encoder_down": (1, 0)}
 
 
+# One stage per network on top of that (patch-4 encoder stem in one stage, one reward/end level, one actor
+# stage): tests of the execution layer (whole runs, data parallelism), whose programs then compile ~20% faster.
+SMALLEST_NETS = {"wm.encoder_channels": (16,), "wm.encoder_depths": (1,), "wm.encoder_down": (1,),
+                 "wm.rew_end_channels": (8,), "wm.rew_end_depths": (1,), "ac.latent_channels": (8,),
+                 "ac.latent_down": (1,)}
+
+
 def tiny_config(**overrides):
-  """The debug preset shrunk further: a whole run (collect, 3 epochs, eval) in well under a minute."""
+  """The debug preset shrunk further, with the patch encoder stem: a whole run (collect, 3 epochs, eval) in
+  well under a minute."""
   c = config_lib.debug()
+  for path, value in PATCH_ENCODER.items():
+    config_lib.set_field(c, path, value)
   c.env.max_episode_steps = 200
   c.env.num_test_envs = 2
   c.env.num_test_episodes = 2
@@ -74,16 +84,18 @@ def tiny():
 
 
 # The suite runs on 2 pytest-xdist workers (pyproject's addopts), fed one test at a time. The longest tests
-# go first, so that neither worker is left with a long test at the end (the others take seconds); those
-# after the first two use the Catch reference run of test_train.py, built once by whichever worker asks
-# first (`shared_once`) while the other runs the first two.
+# go first, so that neither worker is left with a long test at the end (the others take seconds). The first
+# two go to one worker and build the Catch reference run of test_train.py (`shared_once`), which the others
+# of test_train.py use, while the other worker runs the next two, which do not need it.
 LONG_FIRST = (
-    "test_parallel.py::test_gradients_are_averaged_not_summed",
-    "test_world_model.py::test_pixel_denoiser_overfits_fixed_batch",
     "test_train.py::test_results_do_not_depend_on_the_checkpoint_interval_or_a_kill",
     "test_train.py::test_packed_seeds_resume_exactly_and_match_single_runs",
-    "test_train.py::test_data_parallel_on_4_fake_devices_and_its_resume",
+    "test_world_model.py::test_pixel_denoiser_overfits_fixed_batch",
     "test_parallel.py::test_sharded_actor_critic_step_equals_single_device_reference",
+    "test_train.py::test_data_parallel_on_4_fake_devices_and_its_resume",
+    "test_decoder.py::test_decoder_gradient_never_reaches_the_world_model_and_it_learns",
+    "test_world_model.py::test_jedi_loss_metrics_and_encoder_gradients",
+    "test_world_model.py::test_latent_denoiser_overfits_fixed_batch",
 )
 
 

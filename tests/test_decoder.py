@@ -8,7 +8,7 @@ import numpy as np
 from jedi_jax import config as config_lib
 from jedi_jax import decoder as dec_lib
 from jedi_jax import world_model
-from tests.conftest import tiny_config
+from conftest import tiny_config
 
 
 def _setup():

@@ -7,7 +7,7 @@ import numpy as np
 from jedi_jax import config as config_lib
 from jedi_jax import envs
 from jedi_jax import evaluate
-from tests.conftest import tiny_config
+from conftest import tiny_config
 
 
 def test_random_policy_evaluation_matches_a_python_loop():

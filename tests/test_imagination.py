@@ -13,6 +13,8 @@ from jedi_jax import agent
 from jedi_jax import config as config_lib
 from jedi_jax import imagination
 
+from conftest import PATCH_ENCODER
+
 STUB_SHAPE = (4, 4, 2)
 REWARDED_ACTION = 1
 NUM_ACTIONS = 3
@@ -64,6 +66,8 @@ STUB_WM = imagination.WorldModelFns(
 
 def tiny_config(horizon: int = 5, kind: str = "jedi", **ac_overrides):
   c = config_lib.debug()
+  for path, value in PATCH_ENCODER.items():
+    config_lib.set_field(c, path, value)
   c.wm.kind = kind
   c.ac.horizon = horizon
   for k, v in ac_overrides.items():
@@ -193,7 +197,7 @@ def test_imagine_with_real_world_model(kind):
   ac_params = init_ac_params(config, seed=1, num_actions=num_actions, wm=None)
   start = make_start(jax.random.key(2), 2, num_actions=num_actions)
   s = tuple(world_model.state_shape(config))
-  assert s == ((8, 8, 16) if kind == "jedi" else (64, 64, 3))
+  assert s == ((8, 8, config.wm.encoder_channels[-1]) if kind == "jedi" else (64, 64, 3))
 
   def loss(ac_params, wm_params):
     traj = imagination.imagine(wm_params, ac_params, start, jax.random.key(3), config)

@@ -148,7 +148,7 @@ def test_a_recreated_envpool_pool_re_steps_a_recorded_breakout_run():
   cfg = config_lib.freeze(tiny_config(**{"env.max_episode_steps": 30, "schedule.steps_per_epoch": 50}))
   env = loop.make_train_env(cfg)
   env_state, env_step = env.functional(cfg.env.step_path)
-  programs = loop.Phases(cfg, env_step, log=lambda *_: None)
+  programs = loop.Programs(cfg, env_step, log=lambda *_: None)
   states = run_files.template_states(cfg)
   states = jax.tree.map(jnp.copy, states.replace(obs=env_state.obs.reshape(states.obs.shape)))  # donated
   for _ in range(3):
@@ -159,7 +159,7 @@ def test_a_recreated_envpool_pool_re_steps_a_recorded_breakout_run():
 
   again = loop.make_train_env(cfg)
   fresh, step_again = again.functional(cfg.env.step_path)
-  rebuilt = loop.restore_envs(states, fresh, loop.Phases(cfg, step_again, log=lambda *_: None), "w",
+  rebuilt = loop.restore_envs(states, fresh, loop.Programs(cfg, step_again, log=lambda *_: None), "w",
                               log=lambda *_: None)
   for name in ("obs", "lives", "done", "episode_return", "episode_length"):
     if hasattr(final, name):
@@ -170,6 +170,6 @@ def test_a_recreated_envpool_pool_re_steps_a_recorded_breakout_run():
   fresh, step_third = third.functional(cfg.env.step_path)
   damaged = states.replace(replay=states.replay.replace(obs=states.replay.obs.at[0, 77, 30, 30, 0].add(1)))
   with pytest.raises(resume.ResumeError, match="recorded step 77 of 150"):
-    loop.restore_envs(damaged, fresh, loop.Phases(cfg, step_third, log=lambda *_: None), "w",
+    loop.restore_envs(damaged, fresh, loop.Programs(cfg, step_third, log=lambda *_: None), "w",
                       log=lambda *_: None)
   third.close()

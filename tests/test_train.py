@@ -30,15 +30,16 @@ from jedi_jax import loop
 from jedi_jax import run_files
 from jedi_jax.logs import read_metrics
 
-from conftest import PATCH_ENCODER, TEST_CACHE, TEST_XLA_FLAGS, shared_once, tiny_config
+from conftest import SMALLEST_NETS, TEST_CACHE, TEST_XLA_FLAGS, shared_once, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_KEYS = ("perf/",)
-# The runs of this file: `tiny_config` on Catch with the `catch` preset's patch-4 encoder stem (a smaller,
-# faster program), a 55-step initial collection, then 5 collecting epochs of 55 steps and 1 final epoch.
+# The runs of this file: `tiny_config` on Catch with one stage per network (conftest.SMALLEST_NETS: the
+# loop's program is what these tests exercise, and it compiles faster), a 55-step initial collection, then
+# 5 collecting epochs of 55 steps and 1 final epoch.
 # A Catch game fills 10 replay rows (9 steps and the auto-reset step), so checkpoints (every 55 rows) fall
 # inside games.
-RUN = {"game": "Catch", "env.backend": "jax", **PATCH_ENCODER, "schedule.steps_per_epoch": 55,
+RUN = {"game": "Catch", "env.backend": "jax", **SMALLEST_NETS, "schedule.steps_per_epoch": 55,
        "schedule.total_env_steps": 330, "schedule.initial_min_steps": 55, "schedule.initial_max_steps": 55}
 EPOCHS = 6
 
@@ -285,6 +286,8 @@ def test_data_parallel_on_4_fake_devices_and_its_resume(reference, tmp_path):
   _, results = loop.run(config, str(workdir), log=lines.append)
   out = "\n".join(lines)
   assert "devices used=4 of 4" in out and "per device=1" in out and "GFLOP" in out, out
+  # Each program once: the final update-only epoch runs the same update program as the collecting ones.
+  assert sorted(l.split()[1] for l in _compiled_lines(out)) == ["collect", "collect_rows", "update"], out
   assert results["game"] == "Catch" and results["seed"] == 0 and np.isfinite(results["score"])
   rows = read_metrics(str(workdir))
   assert any(k.startswith("wm/") for k in rows[0]) and any(k.startswith("ac/") for k in rows[0])
@@ -301,6 +304,7 @@ def test_data_parallel_on_4_fake_devices_and_its_resume(reference, tmp_path):
   lines = []
   loop.run(config, str(resumed), log=lines.append)
   assert any("every frame matches the replay" in l for l in lines), lines
+  assert sorted(l.split()[1] for l in _compiled_lines("\n".join(lines))) == ["restep", "update"], lines
   assert _results(resumed) == _results(workdir)
   assert _untimed(read_metrics(str(resumed))) == _untimed(rows)
 

@@ -24,8 +24,10 @@ def tiny_config(kind="jedi", optim=None, **wm_overrides):
   """A frozen config with tiny networks; `optim` and keyword overrides patch config.optim and config.wm."""
   c = config_lib.debug()
   c.wm.kind = kind
-  c.wm.encoder_channels = (4, 4, 4, 8)
-  c.wm.encoder_depths = (1, 1, 1, 1)
+  c.wm.encoder_patch = 4              # the patch stem (conftest.PATCH_ENCODER), narrower
+  c.wm.encoder_channels = (4, 8)
+  c.wm.encoder_depths = (1, 1)
+  c.wm.encoder_down = (1, 0)
   c.wm.denoiser_channels = (16,)
   c.wm.denoiser_depths = (1,)
   c.wm.denoiser_cond_channels = 16
@@ -422,7 +424,7 @@ def test_pixel_denoiser_overfits_fixed_batch():
     obs[0, t, 20:36, 8 + 4 * t:24 + 4 * t] = (250, 30, 30)
   obs = jnp.asarray(obs)
   states = wm.encode({}, obs, config)
-  # 60 steps (~0.25 s each at the tests' XLA opt-level 0): 0.49 -> ~0.08 here (0.05 after 150 steps).
-  first, final = _overfit(config, states, steps=60)
+  # 40 steps (~0.25 s each at the tests' XLA opt-level 0): 0.49 -> 0.09 here (0.05 after 150 steps).
+  first, final = _overfit(config, states, steps=40)
   print(f"\npixel denoiser: loss {first:.4f} -> {final:.4f}")
-  assert final < first / 5
+  assert final < first / 4

@@ -18,14 +18,25 @@ DIAMOND semantics kept here, and why:
 
 from __future__ import annotations
 
-from jedi_jax.envs.ale_env import AleVectorAtari, StochasticAleAtari
+import importlib
+
 from jedi_jax.envs.base import AtariBatchEnv
-from jedi_jax.envs.envpool_env import EnvpoolAtari
-from jedi_jax.envs.jax_env import JaxBatchEnv
 from jedi_jax.envs.protocol import GAMES, JAX_GAMES, EnvState, RawStep, StepOutput, advance, check_game
 
 ATARI_BACKENDS = ("envpool", "ale")
 BACKENDS = ATARI_BACKENDS + ("jax",)
+
+# The backends are imported on first use: importing ale-py, envpool and gymnasium (which loads every
+# installed env plugin, gymnax's plotting stack included) takes seconds, and a flag error or `--help` of a
+# launcher needs none of them.
+_BACKEND_CLASSES = {"AleVectorAtari": "ale_env", "StochasticAleAtari": "ale_env", "EnvpoolAtari": "envpool_env",
+                    "JaxBatchEnv": "jax_env"}
+
+
+def __getattr__(name: str):
+  if name in _BACKEND_CLASSES:
+    return getattr(importlib.import_module(f"jedi_jax.envs.{_BACKEND_CLASSES[name]}"), name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_env(game: str, num_envs: int, seed: int, *, train: bool, backend: str = "envpool",
@@ -57,12 +68,12 @@ def make_env(game: str, num_envs: int, seed: int, *, train: bool, backend: str =
     if backend != "ale":
       raise ValueError("stochastic_frameskip=True needs backend='ale': envpool cannot draw the "
                        "frame skip per step")
-    return StochasticAleAtari(game, num_envs, seed, **kwargs)
+    return __getattr__("StochasticAleAtari")(game, num_envs, seed, **kwargs)
   if backend == "ale":
-    return AleVectorAtari(game, num_envs, seed, **kwargs)
+    return __getattr__("AleVectorAtari")(game, num_envs, seed, **kwargs)
   if backend == "jax":
-    return JaxBatchEnv(game, num_envs, seed, **kwargs)
-  return EnvpoolAtari(game, num_envs, seed, **kwargs)
+    return __getattr__("JaxBatchEnv")(game, num_envs, seed, **kwargs)
+  return __getattr__("EnvpoolAtari")(game, num_envs, seed, **kwargs)
 
 
 def num_actions(game: str, backend: str = "envpool") -> int:

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
-import gymnax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,6 +94,7 @@ class GameFunctions(NamedTuple):
 
 def gymnax_env(game: str):
   """gymnax's env object and default params of a MinAtar game ("MinAtar-Breakout" -> "Breakout-MinAtar")."""
+  import gymnax  # here, not at the top: importing gymnax takes ~2 s (it loads its plotting stack)
   return gymnax.make(SPECS[game].gymnax_id)
 
 
