@@ -13,7 +13,8 @@ from conftest import tiny_config
 
 def _setup():
   cfg = config_lib.freeze(tiny_config())
-  wm_params = world_model.init_world_model(cfg, 4, jax.random.PRNGKey(0))
+  # Jitted: run op by op, the init and the gradient below compile hundreds of small programs.
+  wm_params = jax.jit(world_model.init_world_model, static_argnums=(0, 1))(cfg, 4, jax.random.PRNGKey(0))
   obs = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 7, 64, 64, 3), dtype=np.uint8))
   return cfg, wm_params, obs
 
@@ -22,7 +23,7 @@ def test_decoder_gradient_never_reaches_the_world_model_and_it_learns():
   cfg, wm_params, obs = _setup()
   frames = obs[:1, 0]
   dec_params = dec_lib.init_decoder(jax.random.PRNGKey(1), world_model.state_shape(cfg))
-  g_wm = jax.grad(lambda w: dec_lib.decoder_loss(dec_params, w, frames, cfg))(wm_params)
+  g_wm = jax.jit(jax.grad(lambda w: dec_lib.decoder_loss(dec_params, w, frames, cfg)))(wm_params)
   assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(g_wm))
 
   opt = dec_lib.decoder_optimizer(3e-3)
@@ -33,7 +34,7 @@ def test_decoder_gradient_never_reaches_the_world_model_and_it_learns():
     dec_params, opt_state, loss = step(dec_params, opt_state)
     losses.append(float(loss))
   assert losses[-1] < 0.85 * losses[0]
-  img = dec_lib.decode(dec_params, world_model.encode(wm_params, frames, cfg))
+  img = jax.jit(lambda p, w: dec_lib.decode(p, world_model.encode(w, frames, cfg)))(dec_params, wm_params)
   assert img.shape == frames.shape and img.dtype == jnp.uint8
 
 
@@ -46,8 +47,9 @@ def test_open_loop_rollout_matches_a_python_loop_of_sample_next():
   got = dec_lib.open_loop_rollout(wm_params, obs, actions, key, cfg)
   assert got.shape == (2, horizon) + world_model.state_shape(cfg)
 
-  window = world_model.encode(wm_params, obs[:, :k], cfg)
+  window = jax.jit(world_model.encode, static_argnums=2)(wm_params, obs[:, :k], cfg)
+  sample_next = jax.jit(world_model.sample_next, static_argnums=4)
   for t, kt in enumerate(jax.random.split(key, horizon)):
-    nxt = world_model.sample_next(wm_params, window, actions[:, t:t + k], kt, cfg)
+    nxt = sample_next(wm_params, window, actions[:, t:t + k], kt, cfg)
     np.testing.assert_allclose(np.asarray(got[:, t]), np.asarray(nxt), atol=1e-5)
     window = jnp.concatenate([window[:, 1:], nxt[:, None]], axis=1)
