@@ -53,8 +53,9 @@ def check_or_write_config(workdir: str, config) -> bool:
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
-    if config_lib.results_fields(saved) != config_lib.results_fields(wanted):
-      a, b = _flatten(config_lib.results_fields(saved)), _flatten(config_lib.results_fields(wanted))
+    saved, compared = config_lib.results_fields(saved), config_lib.results_fields(wanted)
+    if saved != compared:
+      a, b = _flatten(saved), _flatten(compared)
       diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
       shown = ", ".join(f"{k}: saved {a.get(k)!r} != requested {b.get(k)!r}" for k in diff[:4])
       more = f" (and {len(diff) - 4} more)" if len(diff) > 4 else ""

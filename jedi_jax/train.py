@@ -174,8 +174,7 @@ def add_row(replay: replay_lib.ReplayState, row: Row) -> replay_lib.ReplayState:
 
 def add_rows(replay: replay_lib.ReplayState, rows: Row, num_rows=None) -> replay_lib.ReplayState:
   """Appends time-major rows [T, E, ...] in order: all T, or the first `num_rows` (may be traced)."""
-  if num_rows is None:
-    return jax.lax.scan(lambda r, row: (add_row(r, row), None), replay, rows)[0]
+  num_rows = rows.obs.shape[0] if num_rows is None else num_rows
   return jax.lax.fori_loop(0, num_rows, lambda i, r: add_row(r, jax.tree.map(lambda x: x[i], rows)), replay)
 
 
