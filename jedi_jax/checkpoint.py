@@ -72,8 +72,21 @@ def check_or_write_config(workdir: str, config) -> bool:
 
 
 def saveable(state) -> dict:
-  """The checkpointed part of a TrainState: everything but the env state."""
-  return {k: getattr(state, k) for k in state.__dataclass_fields__ if k != "env_state"}
+  """The checkpointed part of a TrainState: everything but the env state, with each array replicated over a
+  one-process mesh (data parallel) as its first device's copy."""
+  return {k: jax.tree.map(_one_replica, getattr(state, k)) for k in state.__dataclass_fields__
+          if k != "env_state"}
+
+
+def _one_replica(x):
+  """A fully replicated array of a one-process mesh as its device-0 copy (no copy is made). orbax saves a
+  multi-device array by slicing out each replica with an eager op, one small compile per leaf shape: the
+  first checkpoint of the tiny data-parallel test run took 15 s instead of 1 s. Restoring needs no
+  sharding: the loop puts restored states where its programs want them."""
+  if (isinstance(x, jax.Array) and jax.process_count() == 1 and len(x.sharding.device_set) > 1
+      and x.sharding.is_fully_replicated):
+    return x.addressable_data(0)
+  return x
 
 
 class Checkpointer:

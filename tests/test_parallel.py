@@ -12,7 +12,7 @@ from jedi_jax import parallel
 from jedi_jax import replay as replay_lib
 from jedi_jax import train
 
-from conftest import SMALLEST_NETS, tiny_config
+from conftest import FEWEST_STEPS, SMALLEST_NETS, tiny_config
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 (fake) devices")
 
@@ -50,7 +50,7 @@ def test_sharded_actor_critic_step_equals_single_device_reference():
   """Two full actor-critic update steps (sampling, imagination, gradient, AdamW) on the mesh equal the
   single-device reference. (The world-model step goes through the same wrapper; its gradient is checked
   below.)"""
-  config = tiny_config(**SMALLEST_NETS)
+  config = tiny_config(**SMALLEST_NETS, **FEWEST_STEPS)
   config.optim.batch_size = 8  # global batch: 2 per device
   cfg, state = _filled_state(config)
   mesh = parallel.make_mesh(4)
