@@ -34,7 +34,7 @@ def test_decoder_gradient_never_reaches_the_world_model_and_it_learns():
     dec_params, opt_state, loss = step(dec_params, opt_state)
     losses.append(float(loss))
   assert losses[-1] < 0.85 * losses[0]
-  img = jax.jit(lambda p, w: dec_lib.decode(p, world_model.encode(w, frames, cfg)))(dec_params, wm_params)
+  img = jax.eval_shape(lambda p, w: dec_lib.decode(p, world_model.encode(w, frames, cfg)), dec_params, wm_params)
   assert img.shape == frames.shape and img.dtype == jnp.uint8
 
 
