@@ -74,9 +74,8 @@ def main(argv):
   def evaluate(state, key):
     def one(key):
       batch = train.sample_world_model_batch(state.replay, key, cfg.optim.batch_size, cfg)
-      seg = batch["rew_end"]
-      states = world_model.encode(state.wm_params, seg["obs"], cfg,
-                                  world_model.segment_frame_mask(seg["mask"]))
+      seg = batch.rew_end
+      states = world_model.encode(state.wm_params, seg.obs, cfg, seg.frame_mask)
       _, metrics = world_model.rew_end_loss(state.wm_params, states, seg, cfg)
       return metrics
     metrics = jax.vmap(one)(jax.random.split(key, _EVAL_BATCHES.value))

@@ -25,6 +25,7 @@ from jedi_jax import optim
 from jedi_jax.imagination import (Trajectory, WorldModelFns, default_world_model, imagine, log_prob_and_entropy,
                                   policy_over_trajectory)
 from jedi_jax.nets.actor_critic import ac_initial_state, ac_step, init_actor_critic_params, num_actions_of
+from jedi_jax.replay import Segment
 
 PyTree = Any
 sg = jax.lax.stop_gradient
@@ -93,7 +94,7 @@ def actor_critic_loss(ac_params, trajectory: Trajectory, config) -> tuple[jax.Ar
   return loss, metrics
 
 
-def actor_critic_loss_fn(ac_params, wm_params, start: dict, key: jax.Array, config,
+def actor_critic_loss_fn(ac_params, wm_params, start: Segment, key: jax.Array, config,
                          wm: WorldModelFns | None = None) -> tuple[jax.Array, dict]:
   """imagine + actor_critic_loss: differentiable in ac_params only (the world model is a constant)."""
   trajectory = imagine(wm_params, ac_params, start, key, config, wm)

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from jedi_jax.nets.actor_critic import ac_initial_state, ac_step
+from jedi_jax.replay import Segment
 
 PyTree = Any
 sg = jax.lax.stop_gradient
@@ -86,17 +87,15 @@ class StartCondition(NamedTuple):
   ac_state: PyTree         # policy LSTM state after the first K - 1 start states
 
 
-def encode_start(wm_params, start: dict, config, wm: WorldModelFns) -> tuple[jax.Array, jax.Array]:
+def encode_start(wm_params, start: Segment, config, wm: WorldModelFns) -> tuple[jax.Array, jax.Array]:
   """States [B, K, *S] and actions [B, K] of a start segment (obs [B, K + 1, 64, 64, 3] uint8, act, mask [B, K]).
 
   Padded frames enter the encoder as zeros in [-1, 1] (DIAMOND's padding), exactly as in world-model training.
   """
   k = config.wm.num_cond
-  obs, act, mask = start["obs"], start["act"], start["mask"]
+  obs, act, mask = start.obs, start.act, start.mask
   assert obs.shape[1] >= k and act.shape[1] == k and mask.shape[1] == k, (obs.shape, act.shape, mask.shape)
-  # Frame i is real when step i or step i - 1 is (world_model.segment_frame_mask).
-  frame_mask = mask | jnp.concatenate([jnp.zeros_like(mask[:, :1]), mask[:, :-1]], axis=1)
-  states = sg(wm.encode(wm_params, obs[:, :k], config, frame_mask)).astype(jnp.float32)
+  states = sg(wm.encode(wm_params, obs[:, :k], config, start.frame_mask[:, :k])).astype(jnp.float32)
   return states, jnp.where(mask, act, 0).astype(jnp.int32)
 
 
@@ -136,7 +135,7 @@ def log_prob_and_entropy(logits: jax.Array, actions: jax.Array) -> tuple[jax.Arr
   return log_prob, entropy
 
 
-def imagine(wm_params, ac_params, start: dict, key: jax.Array, config,
+def imagine(wm_params, ac_params, start: Segment, key: jax.Array, config,
             wm: WorldModelFns | None = None) -> Trajectory:
   """H = config.ac.horizon imagined steps from B real replay segments -> `Trajectory` (time-major).
 

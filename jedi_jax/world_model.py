@@ -1,15 +1,15 @@
 """The world model: JEDI's end-to-end latent objective (arXiv 2505.19698) and the DIAMOND pixel baseline.
 
-`config.wm.kind` selects the model; both share this code, the blocks and the public API (docs/CONTRACTS.md):
+`config.wm.kind` selects the model; both share this code, the blocks and the public API:
   * "jedi":    state = C(E_phi(frame)) in [-3, 3]^{8x8x16}; latent EDM denoiser; reward/end on latents.
   * "diamond": state = the frame in [-1, 1]^{64x64x3} (no encoder); pixel U-Net denoiser with quantised
                output; reward/end on pixels (DIAMOND's models).
 
 Params: {"encoder" (jedi only), "denoiser", "rew_end"}, each a Flax "params" tree.
 
-Batch layout: the world-model batch of CONTRACTS.md, {"dynamics": Segment, "rew_end": Segment}, where a
-Segment holds obs [B, T + 1, 64, 64, 3] uint8, act / rew / end / trunc / mask [B, T]. Frame k of a segment is
-real when step k or step k - 1 is (`segment_frame_mask`); padded frames normalise to 0 as DIAMOND pads.
+Batch layout: a `WorldModelBatch` of two replay `Segment`s (obs [B, T + 1, 64, 64, 3] uint8, act / rew / end /
+trunc / mask [B, T]). Frame k of a segment is real when step k or step k - 1 is (`Segment.frame_mask`); padded
+frames normalise to 0 as DIAMOND pads.
   * dynamics (T >= num_cond + num_predictions - 1): the last num_cond + num_predictions frames are used
     (with T = num_cond + num_predictions the first step is spare). Prediction i conditions on frames
     o+i .. o+i+num_cond-1 and actions o+i .. o+i+num_cond-1 (o = T + 1 - num_cond - num_predictions) and
@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from typing import NamedTuple
 
 import chex
 import jax
@@ -39,6 +40,7 @@ import optax
 from jedi_jax import diagnostics
 from jedi_jax import diffusion
 from jedi_jax import optim
+from jedi_jax.replay import Segment
 from jedi_jax.nets import blocks
 from jedi_jax.nets.denoiser import DenoiserNet
 from jedi_jax.nets.encoder import Encoder
@@ -61,12 +63,6 @@ def state_shape(config) -> tuple:
     raise ValueError(f"unknown config.wm.kind {wm.kind!r}; valid: 'jedi', 'diamond'")
   side = FRAME_SHAPE[0] // wm.encoder_patch // 2 ** sum(wm.encoder_down)
   return (side, side, wm.encoder_channels[-1])
-
-
-def segment_frame_mask(mask: jax.Array) -> jax.Array:
-  """Per-frame validity of a segment: mask [B, T] -> [B, T + 1]; frame k is real if step k or k - 1 is."""
-  pad = jnp.zeros_like(mask[:, :1])
-  return jnp.concatenate([mask, pad], axis=1) | jnp.concatenate([pad, mask], axis=1)
 
 
 def normalize_frames(obs: jax.Array, frame_mask: jax.Array | None = None) -> jax.Array:
@@ -300,17 +296,17 @@ def _masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array)
   return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def rew_end_loss(params, states: jax.Array, segment: dict, config):
+def rew_end_loss(params, states: jax.Array, segment: Segment, config):
   """Cross-entropy on sign(reward) (3 classes) and end (2 classes), masked (DIAMOND rew_end_model).
 
   states [B, T + 1, *S] (the segment's frames, encoded); segment: act, rew, end, mask [B, T].
   Returns (loss_rew + loss_end, metrics).
   """
-  act, mask = segment["act"], segment["mask"]
+  act, mask = segment.act, segment.mask
   _, rew_logits, end_logits = rew_end_sequence(params, rew_end_initial_state(config, act.shape[0]), states,
                                                act, config)
-  rew_target = (jnp.sign(segment["rew"]) + 1).astype(jnp.int32)
-  end_target = segment["end"].astype(jnp.int32)
+  rew_target = (jnp.sign(segment.rew) + 1).astype(jnp.int32)
+  end_target = segment.end.astype(jnp.int32)
   loss_rew = _masked_cross_entropy(rew_logits, rew_target, mask)
   loss_end = _masked_cross_entropy(end_logits, end_target, mask)
   m = mask.astype(jnp.float32)
@@ -398,13 +394,19 @@ def dynamics_loss(params, states: jax.Array, actions: jax.Array, target_mask: ja
   return loss, metrics
 
 
-def world_model_loss(params, batch: dict, key: jax.Array, config):
+class WorldModelBatch(NamedTuple):
+  """The two replay segment batches of one world-model update (layout in this module's docstring)."""
+  dynamics: Segment  # T = num_cond + num_predictions steps, padding only before the episode start
+  rew_end: Segment   # T = ac.horizon + num_cond steps, padding before the start and after the end
+
+
+def world_model_loss(params, batch: WorldModelBatch, key: jax.Array, config):
   """Total loss = denoising loss + reward loss + end loss, gradients into the encoder from the
   conditioning states and the reward/end model.
 
   Args:
     params: {"encoder" (jedi), "denoiser", "rew_end"}.
-    batch: {"dynamics": Segment, "rew_end": Segment} (CONTRACTS.md; layout in this module's docstring).
+    batch: the dynamics and reward/end segments (layout in this module's docstring).
     key: PRNG key.
     config: frozen config (static under jit).
   Returns:
@@ -415,26 +417,25 @@ def world_model_loss(params, batch: dict, key: jax.Array, config):
   """
   wm = config.wm
   n, p = wm.num_cond, wm.num_predictions
-  dyn, rew = batch["dynamics"], batch["rew_end"]
-  b, t_dyn = dyn["act"].shape
-  t_rew = rew["act"].shape[1]
+  dyn, rew = batch.dynamics, batch.rew_end
+  b, t_dyn = dyn.act.shape
+  t_rew = rew.act.shape[1]
   offset = t_dyn + 1 - (n + p)
   assert offset >= 0, f"dynamics segment of {t_dyn} steps is too short for {n} + {p}"
 
   # Encode every frame of both segments in a single encoder call.
-  dyn_obs = dyn["obs"][:, offset:]
-  dyn_frame_mask = segment_frame_mask(dyn["mask"])[:, offset:]
-  rew_frame_mask = segment_frame_mask(rew["mask"])
-  obs = jnp.concatenate([dyn_obs.reshape((-1,) + FRAME_SHAPE), rew["obs"].reshape((-1,) + FRAME_SHAPE)])
-  frame_mask = jnp.concatenate([dyn_frame_mask.reshape(-1), rew_frame_mask.reshape(-1)])
+  dyn_obs = dyn.obs[:, offset:]
+  dyn_frame_mask = dyn.frame_mask[:, offset:]
+  obs = jnp.concatenate([dyn_obs.reshape((-1,) + FRAME_SHAPE), rew.obs.reshape((-1,) + FRAME_SHAPE)])
+  frame_mask = jnp.concatenate([dyn_frame_mask.reshape(-1), rew.frame_mask.reshape(-1)])
   states = encode(params, obs, config, frame_mask)
   s = states.shape[1:]
   dyn_states = states[:b * (n + p)].reshape((b, n + p) + s)
   rew_states = states[b * (n + p):].reshape((b, t_rew + 1) + s)
 
   k_dyn = jax.random.fold_in(key, 0)
-  loss_dyn, metrics = dynamics_loss(params, dyn_states, dyn["act"][:, offset:offset + n + p - 1],
-                                    dyn["mask"][:, offset + n - 1:], k_dyn, config)
+  loss_dyn, metrics = dynamics_loss(params, dyn_states, dyn.act[:, offset:offset + n + p - 1],
+                                    dyn.mask[:, offset + n - 1:], k_dyn, config)
   loss_rew_end, rew_metrics = rew_end_loss(params, rew_states, rew, config)
   loss = loss_dyn + loss_rew_end
   metrics.update(rew_metrics)
@@ -452,7 +453,7 @@ def world_model_loss(params, batch: dict, key: jax.Array, config):
 # Diagnostics
 # ----------------------------------------------------------------------------------------------------------
 
-def probe_world_model(wm_params, segment, key: jax.Array, config) -> dict:
+def probe_world_model(wm_params, segment: Segment, key: jax.Array, config) -> dict:
   """One-step probes of the world model from real contexts (no gradient, no state change; jedi_jax/diagnostics.py
   says why, docs/metrics.md how to read them).
 
@@ -469,9 +470,9 @@ def probe_world_model(wm_params, segment, key: jax.Array, config) -> dict:
   k = config.wm.num_cond
   sg = jax.lax.stop_gradient
   wm_params = sg(wm_params)
-  obs, act, mask = segment["obs"], segment["act"], segment["mask"]
+  obs, act, mask = segment.obs, segment.act, segment.mask
   b = act.shape[0]
-  frame_mask = segment_frame_mask(mask)
+  frame_mask = segment.frame_mask
   states = encode(wm_params, obs, config, frame_mask)       # [B, K + 1, *S]
   cond, true_next = states[:, :k], states[:, k]
   actions = jnp.where(mask, act, 0).astype(jnp.int32)
