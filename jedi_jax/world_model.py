@@ -1,6 +1,7 @@
 """The world model: JEDI's end-to-end latent objective (arXiv 2505.19698) and the DIAMOND pixel baseline.
 
-`config.wm.kind` selects the model; both share this code, the blocks and the public API:
+`config.wm.kind` selects the model (`model_kind`: one `ModelKind` record holds all that differs); both share this
+code, the blocks and the public API:
   * "jedi":    state = C(E_phi(frame)) in [-3, 3]^{8x8x16}; latent EDM denoiser; reward/end on latents.
   * "diamond": state = the frame in [-1, 1]^{64x64x3} (no encoder); pixel U-Net denoiser with quantised
                output; reward/end on pixels (DIAMOND's models).
@@ -26,10 +27,11 @@ actor-critic (assumed) the total is ~14.0M against the paper's 13.5M (depth 1 wo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import chex
 import jax
@@ -56,11 +58,11 @@ LATENT_CLAMP = 3.0   # C(z) = 3 tanh(z / 3) (paper)
 
 def state_shape(config) -> tuple:
   """S: (8, 8, 16) for jedi at paper size, FRAME_SHAPE for the diamond pixel baseline."""
+  return model_kind(config).state_shape(config)
+
+
+def _latent_shape(config) -> tuple:
   wm = config.wm
-  if wm.kind == "diamond":
-    return FRAME_SHAPE
-  if wm.kind != "jedi":
-    raise ValueError(f"unknown config.wm.kind {wm.kind!r}; valid: 'jedi', 'diamond'")
   side = FRAME_SHAPE[0] // wm.encoder_patch // 2 ** sum(wm.encoder_down)
   return (side, side, wm.encoder_channels[-1])
 
@@ -108,10 +110,7 @@ def _encoder_net(config) -> Encoder:
 
 def _denoiser_net(config, num_actions: int) -> DenoiserNet:
   wm = config.wm
-  if wm.kind == "diamond":
-    channels, depths, cond = wm.pixel_channels, wm.pixel_depths, wm.pixel_cond_channels
-  else:
-    channels, depths, cond = wm.denoiser_channels, wm.denoiser_depths, wm.denoiser_cond_channels
+  channels, depths, cond = model_kind(config).denoiser_sizes(wm)
   return DenoiserNet(out_channels=state_shape(config)[-1], channels=tuple(channels), depths=tuple(depths),
                      cond_channels=cond, num_cond=wm.num_cond, num_actions=num_actions)
 
@@ -128,6 +127,67 @@ def _rew_end_net(config, num_actions: int) -> RewEndModel:
 def _num_actions(params, part: str = "denoiser") -> int:
   """The action count, read off the action-embedding table of params[part] (a static shape)."""
   return params[part]["act_emb"]["embedding"].shape[0]
+
+
+def _encode_latent(params, x: jax.Array, config) -> jax.Array:
+  """Frames [N, 64, 64, 3] in [-1, 1] -> latents E_phi(x) [N, *S], clamped by C when wm.latent_clamp."""
+  z = _encoder_net(config).apply({"params": params["encoder"]}, x)
+  return clamp_latent(z) if config.wm.latent_clamp else z
+
+
+def _own_prediction_coin(switch_normal: jax.Array, config) -> jax.Array:
+  """JEDI's random switching: True with probability wm.random_switch_prob, from Phi(normal) ~ U(0, 1)."""
+  return jax.scipy.stats.norm.cdf(switch_normal) < config.wm.random_switch_prob
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The two kinds of world model
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+  """Everything that differs between the JEDI latent model and the DIAMOND pixel baseline (`config.wm.kind`)."""
+  has_encoder: bool        # params hold a trained "encoder" and states are its latents (else states are frames)
+  state_shape: Callable[[Any], tuple]   # config -> S, the shape of one state
+  encode_frames: Callable  # (params, frames [N, 64, 64, 3] in [-1, 1], config) -> states [N, *S]
+  finalize: Callable       # (denoised [B, *S], config) -> the estimate the sampler and conditioning use
+  own_prediction: Callable  # (normal [], config) -> [] bool: predictions i >= 1 condition on the model's own
+                            #   estimate of the previous frame (else on the encoded true frame)
+  denoiser_sizes: Callable  # config.wm -> (channels, depths, cond_channels) of the denoiser U-Net
+  actor_critic_sizes: Callable  # config.ac -> (channels, down) of the policy CNN
+
+
+MODEL_KINDS = {
+    # JEDI (arXiv 2505.19698): clamped encoder latents, latent denoiser, random switching.
+    "jedi": ModelKind(
+        has_encoder=True,
+        state_shape=_latent_shape,
+        encode_frames=_encode_latent,
+        finalize=lambda d, config: clamp_prediction(d, config.wm.prediction_clamp),
+        own_prediction=_own_prediction_coin,
+        denoiser_sizes=lambda wm: (wm.denoiser_channels, wm.denoiser_depths, wm.denoiser_cond_channels),
+        actor_critic_sizes=lambda ac: (ac.latent_channels, ac.latent_down),
+    ),
+    # DIAMOND: frames in [-1, 1], pixel U-Net with quantised output (wrap_model_output), always its own
+    # estimate, its actor-critic CNN.
+    "diamond": ModelKind(
+        has_encoder=False,
+        state_shape=lambda config: FRAME_SHAPE,
+        encode_frames=lambda params, x, config: x,
+        finalize=lambda d, config: diffusion.quantize_pixels(d),
+        own_prediction=lambda switch_normal, config: jnp.asarray(True),
+        denoiser_sizes=lambda wm: (wm.pixel_channels, wm.pixel_depths, wm.pixel_cond_channels),
+        actor_critic_sizes=lambda ac: (ac.channels, ac.down),
+    ),
+}
+
+
+def model_kind(config) -> ModelKind:
+  """The record of `config.wm.kind`; an unknown kind is one clear error."""
+  kind = config.wm.kind
+  if kind not in MODEL_KINDS:
+    raise ValueError(f"unknown config.wm.kind {kind!r}; valid: {', '.join(map(repr, MODEL_KINDS))}")
+  return MODEL_KINDS[kind]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -155,7 +215,7 @@ def _init_world_model(config, num_actions: int, key: jax.Array) -> dict:
   s = state_shape(config)
   n = config.wm.num_cond
   params = {}
-  if config.wm.kind == "jedi":
+  if model_kind(config).has_encoder:
     params["encoder"] = _encoder_net(config).init(k_enc, jnp.zeros((1,) + FRAME_SHAPE))["params"]
   params["denoiser"] = _denoiser_net(config, num_actions).init(
       k_den, jnp.zeros((1,) + s), jnp.zeros((1,)), jnp.zeros((1, n) + s), jnp.zeros((1, n), jnp.int32))["params"]
@@ -196,12 +256,8 @@ def encode(params, obs: jax.Array, config, frame_mask: jax.Array | None = None) 
   frame_mask [...] bool (optional): False frames are padding and enter as zeros, as in DIAMOND.
   """
   x = normalize_frames(obs, frame_mask)
-  if config.wm.kind == "diamond":
-    return x
   lead = x.shape[:-3]
-  z = _encoder_net(config).apply({"params": params["encoder"]}, x.reshape((-1,) + FRAME_SHAPE))
-  if config.wm.latent_clamp:
-    z = clamp_latent(z)
+  z = model_kind(config).encode_frames(params, x.reshape((-1,) + FRAME_SHAPE), config)
   return z.reshape(lead + z.shape[1:])
 
 
@@ -210,9 +266,7 @@ def finalize_denoised(d: jax.Array, config) -> jax.Array:
 
   Pixels: quantised (DIAMOND wrap_model_output). Latents: `clamp_prediction` with wm.prediction_clamp.
   """
-  if config.wm.kind == "diamond":
-    return diffusion.quantize_pixels(d)
-  return clamp_prediction(d, config.wm.prediction_clamp)
+  return model_kind(config).finalize(d, config)
 
 
 def denoise(params, noisy: jax.Array, sigma: jax.Array, cond: jax.Array, cond_actions: jax.Array, config):
@@ -364,11 +418,7 @@ def dynamics_loss(params, states: jax.Array, actions: jax.Array, target_mask: ja
   sigma_eps = sigma_eps.reshape(p, b)
   offset_eps = offset_eps.reshape((p,) + diffusion.offset_noise_shape((b,) + s))
   noise_eps = noise_eps.reshape((p, b) + s)
-  if wm.kind == "diamond":
-    use_own = jnp.asarray(True)
-  else:
-    # One coin per batch: P(own) = random_switch_prob, from Phi(normal) ~ U(0, 1).
-    use_own = jax.scipy.stats.norm.cdf(switch_eps[0]) < wm.random_switch_prob
+  use_own = model_kind(config).own_prediction(switch_eps[0], config)  # one coin per batch
 
   window = states[:, :n]
   losses = []
@@ -440,7 +490,7 @@ def world_model_loss(params, batch: WorldModelBatch, key: jax.Array, config):
   loss = loss_dyn + loss_rew_end
   metrics.update(rew_metrics)
   metrics["loss_total"] = loss
-  if wm.kind == "jedi":
+  if model_kind(config).has_encoder:
     m = dyn_frame_mask.reshape(b, n + p, 1, 1, 1).astype(jnp.float32)
     count = jnp.maximum(jnp.sum(m) * math.prod(s), 1.0)
     mean = jnp.sum(dyn_states * m) / count
@@ -503,7 +553,7 @@ def probe_world_model(wm_params, segment: Segment, key: jax.Array, config) -> di
       "action_sensitivity": jnp.sqrt(jnp.mean(per_sample(sample - sample_alt))) / spread,
       "action_sensitivity_reward": jnp.mean(tv),
   }
-  if config.wm.kind == "jedi":
+  if model_kind(config).has_encoder:
     limit = diagnostics.SATURATION * LATENT_CLAMP
     out["sampled_saturated_frac"] = jnp.mean(jnp.abs(sample) >= limit)
     out["latent_saturated_frac"] = jnp.mean(jnp.abs(cond) >= limit)
