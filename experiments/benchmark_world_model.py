@@ -33,6 +33,7 @@ import numpy as np
 
 from jedi_jax import agent
 from jedi_jax import config as config_lib
+from jedi_jax import logs
 from jedi_jax import replay as replay_lib
 from jedi_jax import train
 from jedi_jax import world_model as wm
@@ -85,12 +86,9 @@ def analyse(fn, *args, donate_argnums=()) -> dict:
   start = time.perf_counter()
   compiled = jax.jit(fn, donate_argnums=donate_argnums).lower(*args).compile()
   compile_s = time.perf_counter() - start
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  mem = compiled.memory_analysis()
-  total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
-  return {"compiled": compiled, "compile_s": compile_s, "flops": float(cost.get("flops", float("nan"))),
-          "temp_bytes": mem.temp_size_in_bytes, "total_bytes": total}
+  costs = logs.compiled_costs(compiled)
+  return {"compiled": compiled, "compile_s": compile_s, "flops": costs["flops"],
+          "temp_bytes": costs["temp_size_in_bytes"], "total_bytes": costs["peak_bytes"]}
 
 
 def time_calls(call, repeats: int) -> float:

@@ -35,7 +35,6 @@ flags.mark_flags_as_required(["workdir", "out"])
 def main(argv):
   del argv
   import jax
-  import jax.numpy as jnp
   import numpy as np
   from PIL import Image
 

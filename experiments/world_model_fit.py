@@ -36,8 +36,7 @@ _CONFIG = config_flags.DEFINE_config_dict("config", config_lib.catch(), "Overrid
 
 def _config():
   config = config_lib.get_config(_PRESET.value)
-  for path, value in config_flags.get_override_values(flags.FLAGS["config"]).items():
-    config_lib.set_field(config, path, value)
+  config_lib.set_fields(config, config_flags.get_override_values(flags.FLAGS["config"]))
   config.game = _GAME.value or config.game
   config.seed = _SEED.value
   config.replay.capacity = max(config.replay.capacity, _STEPS.value + 64)

@@ -23,7 +23,7 @@ instead of a newly drawn replay segment, which keeps every shape static inside t
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import flax.struct
 import jax
@@ -31,8 +31,8 @@ import jax.numpy as jnp
 
 from jedi_jax.nets.actor_critic import ac_initial_state, ac_step
 from jedi_jax.replay import Segment
+from jedi_jax.types import PyTree
 
-PyTree = Any
 sg = jax.lax.stop_gradient
 
 
@@ -122,7 +122,7 @@ def burn_in(wm_params, ac_params, cond: jax.Array, cond_actions: jax.Array, conf
   return StartCondition(cond, cond_actions, sg(rew_state), sg(ac_state))
 
 
-def _where_batch(flag: jax.Array, a: PyTree, b: PyTree) -> PyTree:
+def where_batch(flag: jax.Array, a: PyTree, b: PyTree) -> PyTree:
   """Per batch element: a where flag [B] else b (leaves [B, ...])."""
   return jax.tree.map(lambda x, y: jnp.where(flag.reshape(flag.shape + (1,) * (x.ndim - 1)), x, y), a, b)
 
@@ -169,7 +169,7 @@ def imagine(wm_params, ac_params, start: Segment, key: jax.Array, config,
     cond = jnp.concatenate([cond[:, 1:], next_state[:, None]], axis=1)
     cond_actions = jnp.concatenate([cond_actions[:, 1:], jnp.zeros_like(cond_actions[:, :1])], axis=1)
     # Ended imagined episodes restart from their start condition (DIAMOND WorldModelEnv.reset_dead).
-    cond, cond_actions, rew_state, ac_state = _where_batch(
+    cond, cond_actions, rew_state, ac_state = where_batch(
         end, (init.cond, init.cond_actions, init.rew_end_state, init.ac_state),
         (cond, cond_actions, rew_state, ac_state))
     out = dict(state=state, action=action, log_prob=log_prob, entropy=entropy, value=value,
@@ -200,7 +200,7 @@ def policy_over_trajectory(ac_params, trajectory: Trajectory, config) -> tuple[j
   """
   def step(ac_state, inputs):
     state, is_first = inputs
-    ac_state = _where_batch(is_first, trajectory.ac_state0, ac_state)
+    ac_state = where_batch(is_first, trajectory.ac_state0, ac_state)
     ac_state, logits, value = ac_step(ac_params, ac_state, state, config)
     return ac_state, (logits, value)
 

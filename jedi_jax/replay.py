@@ -49,6 +49,8 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from jedi_jax.types import FRAME_SHAPE
+
 class Segment(NamedTuple):
   """B segments of T consecutive steps, each from one episode (`sample_segments`; rules in the module docstring).
 
@@ -71,7 +73,7 @@ class Segment(NamedTuple):
     return jnp.concatenate([self.mask, no], -1) | jnp.concatenate([no, self.mask], -1)
 
 
-def segment_shapes(batch_size: int, length: int, obs_shape: Sequence[int] = (64, 64, 3)) -> Segment:
+def segment_shapes(batch_size: int, length: int, obs_shape: Sequence[int] = FRAME_SHAPE) -> Segment:
   """The shapes and dtypes (`jax.ShapeDtypeStruct`) of a `Segment` of `batch_size` segments of `length` steps."""
   b, t = batch_size, length
   return Segment(
@@ -119,7 +121,7 @@ class ReplayState(flax.struct.PyTreeNode):
     return self.ep_env.shape[0]
 
 
-def init_replay(num_envs: int, capacity: int, obs_shape: Sequence[int] = (64, 64, 3),
+def init_replay(num_envs: int, capacity: int, obs_shape: Sequence[int] = FRAME_SHAPE,
                 max_episodes: int | None = None) -> ReplayState:
   """An empty replay.
 

@@ -28,8 +28,8 @@ import optax
 from jedi_jax import agent
 from jedi_jax import replay as replay_lib
 from jedi_jax import world_model
+from jedi_jax.types import PyTree
 
-PyTree = Any
 EnvStepFn = Callable[[PyTree, jax.Array], tuple[PyTree, Any]]
 
 

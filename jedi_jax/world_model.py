@@ -42,13 +42,13 @@ import optax
 from jedi_jax import diagnostics
 from jedi_jax import diffusion
 from jedi_jax import optim
-from jedi_jax.replay import Segment
 from jedi_jax.nets import blocks
 from jedi_jax.nets.denoiser import DenoiserNet
 from jedi_jax.nets.encoder import Encoder
 from jedi_jax.nets.reward_end import RewEndModel
+from jedi_jax.replay import Segment
+from jedi_jax.types import FRAME_SHAPE
 
-FRAME_SHAPE = (64, 64, 3)
 LATENT_CLAMP = 3.0   # C(z) = 3 tanh(z / 3) (paper)
 
 
@@ -345,9 +345,7 @@ def rew_end_sequence(params, lstm_state, states: jax.Array, actions: jax.Array, 
 
 
 def _masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  mask = mask.astype(ce.dtype)
-  return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+  return diagnostics.masked_mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels), mask)
 
 
 def rew_end_loss(params, states: jax.Array, segment: Segment, config):
@@ -363,13 +361,11 @@ def rew_end_loss(params, states: jax.Array, segment: Segment, config):
   end_target = segment.end.astype(jnp.int32)
   loss_rew = _masked_cross_entropy(rew_logits, rew_target, mask)
   loss_end = _masked_cross_entropy(end_logits, end_target, mask)
-  m = mask.astype(jnp.float32)
-  n = jnp.maximum(jnp.sum(m), 1.0)
   metrics = {
       "loss_rew": loss_rew,
       "loss_end": loss_end,
-      "rew_accuracy": jnp.sum((jnp.argmax(rew_logits, -1) == rew_target) * m) / n,
-      "end_accuracy": jnp.sum((jnp.argmax(end_logits, -1) == end_target) * m) / n,
+      "rew_accuracy": diagnostics.masked_mean(jnp.argmax(rew_logits, -1) == rew_target, mask),
+      "end_accuracy": diagnostics.masked_mean(jnp.argmax(end_logits, -1) == end_target, mask),
   }
   # Per-class counts for recall / precision (jedi_jax/diagnostics.py): accuracy hides a head that never
   # predicts the rare classes (DIAMOND logs per-class figures too).
@@ -491,10 +487,7 @@ def world_model_loss(params, batch: WorldModelBatch, key: jax.Array, config):
   metrics.update(rew_metrics)
   metrics["loss_total"] = loss
   if model_kind(config).has_encoder:
-    m = dyn_frame_mask.reshape(b, n + p, 1, 1, 1).astype(jnp.float32)
-    count = jnp.maximum(jnp.sum(m) * math.prod(s), 1.0)
-    mean = jnp.sum(dyn_states * m) / count
-    metrics["latent_std"] = jnp.sqrt(jnp.sum(jnp.square(dyn_states - mean) * m) / count)
+    metrics["latent_std"] = diagnostics.masked_std(dyn_states, dyn_frame_mask.astype(jnp.float32))
     metrics["latent_abs_max"] = jnp.max(jnp.abs(dyn_states))
   return loss, metrics
 
@@ -526,7 +519,7 @@ def probe_world_model(wm_params, segment: Segment, key: jax.Array, config) -> di
   states = encode(wm_params, obs, config, frame_mask)       # [B, K + 1, *S]
   cond, true_next = states[:, :k], states[:, k]
   actions = jnp.where(mask, act, 0).astype(jnp.int32)
-  num_actions = wm_params["denoiser"]["act_emb"]["embedding"].shape[0]
+  num_actions = _num_actions(wm_params)
   k_alt, k_sample = jax.random.split(key)
   alt_last = (actions[:, -1] + jax.random.randint(k_alt, (b,), 1, max(num_actions, 2))) % num_actions
   alt_actions = actions.at[:, -1].set(alt_last)
@@ -537,7 +530,6 @@ def probe_world_model(wm_params, segment: Segment, key: jax.Array, config) -> di
   weight = mask[:, -1].astype(jnp.float32)                               # the step that produced frame K
   spread = jnp.maximum(diagnostics.masked_std(cond, frame_mask[:, :k].any(axis=1).astype(jnp.float32)), 1e-6)
   per_sample = lambda x: jnp.mean(jnp.square(x).reshape(b, -1), axis=1)  # noqa: E731
-  wmean = lambda x: jnp.sum(x * weight) / jnp.maximum(jnp.sum(weight), 1.0)  # noqa: E731
 
   def reward_probs(next_state, acts):
     seq = jnp.concatenate([cond, next_state[:, None]], axis=1)
@@ -549,7 +541,7 @@ def probe_world_model(wm_params, segment: Segment, key: jax.Array, config) -> di
   tv = 0.5 * jnp.sum(jnp.abs(probs - probs_alt), axis=-1)
   out = {
       "sampled_latent_std": diagnostics.masked_std(sample, weight),
-      "sample_error": jnp.sqrt(wmean(per_sample(sample - true_next))) / spread,
+      "sample_error": jnp.sqrt(diagnostics.masked_mean(per_sample(sample - true_next), weight)) / spread,
       "action_sensitivity": jnp.sqrt(jnp.mean(per_sample(sample - sample_alt))) / spread,
       "action_sensitivity_reward": jnp.mean(tv),
   }

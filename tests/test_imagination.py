@@ -67,8 +67,7 @@ STUB_WM = imagination.WorldModelFns(
 
 def tiny_config(horizon: int = 5, kind: str = "jedi", **ac_overrides):
   c = config_lib.debug()
-  for path, value in PATCH_ENCODER.items():
-    config_lib.set_field(c, path, value)
+  config_lib.set_fields(c, PATCH_ENCODER)
   c.wm.kind = kind
   c.ac.horizon = horizon
   for k, v in ac_overrides.items():
