@@ -21,8 +21,6 @@ Sections (`--sections`, repeatable; default all four):
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 
 from absl import app
@@ -34,6 +32,7 @@ SECTIONS = ("world_model", "loop", "env", "probe")
 def loop_benchmark(preset: str, game: str, epochs: int, updates: int | None, initial_steps: int) -> None:
   """Runs `loop.run` for 1 + `epochs` one-epoch calls and prints its per-call speed figures."""
   from jedi_jax import config as config_lib
+  from jedi_jax import logs
   from jedi_jax import loop
 
   c = config_lib.get_config(preset)
@@ -52,8 +51,7 @@ def loop_benchmark(preset: str, game: str, epochs: int, updates: int | None, ini
         f"(batch {c.optim.batch_size})", flush=True)
   with tempfile.TemporaryDirectory() as workdir:
     loop.run(c, workdir, stop_after_epoch=epochs + 1)
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-      rows = [json.loads(line) for line in f]
+    rows = logs.read_metrics(workdir)
   steady = rows[1:] or rows  # the first call's rate includes its first-use effects
   mean = lambda k: sum(r[k] for r in steady) / len(steady)
   last = rows[-1]

@@ -33,6 +33,8 @@ import numpy as np
 
 from jedi_jax import agent
 from jedi_jax import config as config_lib
+from jedi_jax import logs
+from jedi_jax import replay as replay_lib
 from jedi_jax import train
 from jedi_jax import world_model as wm
 
@@ -41,16 +43,16 @@ from jedi_jax import world_model as wm
 REPLAY_STEPS = 1_000
 
 
-def random_segment(rng: np.random.Generator, b: int, t: int, num_actions: int) -> dict:
-  """A Segment (docs/CONTRACTS.md) of random frames, all steps real."""
-  return {
-      "obs": jnp.asarray(rng.integers(0, 256, (b, t + 1) + wm.FRAME_SHAPE, dtype=np.uint8)),
-      "act": jnp.asarray(rng.integers(0, num_actions, (b, t)), jnp.int32),
-      "rew": jnp.asarray(rng.integers(-1, 2, (b, t)), jnp.float32),
-      "end": jnp.zeros((b, t), bool),
-      "trunc": jnp.zeros((b, t), bool),
-      "mask": jnp.ones((b, t), bool),
-  }
+def random_segment(rng: np.random.Generator, b: int, t: int, num_actions: int) -> replay_lib.Segment:
+  """A replay `Segment` of random frames, all steps real."""
+  return replay_lib.Segment(
+      obs=jnp.asarray(rng.integers(0, 256, (b, t + 1) + wm.FRAME_SHAPE, dtype=np.uint8)),
+      act=jnp.asarray(rng.integers(0, num_actions, (b, t)), jnp.int32),
+      rew=jnp.asarray(rng.integers(-1, 2, (b, t)), jnp.float32),
+      end=jnp.zeros((b, t), bool),
+      trunc=jnp.zeros((b, t), bool),
+      mask=jnp.ones((b, t), bool),
+  )
 
 
 def filled_train_state(config, num_actions: int, seed: int = 0):
@@ -84,12 +86,9 @@ def analyse(fn, *args, donate_argnums=()) -> dict:
   start = time.perf_counter()
   compiled = jax.jit(fn, donate_argnums=donate_argnums).lower(*args).compile()
   compile_s = time.perf_counter() - start
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  mem = compiled.memory_analysis()
-  total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
-  return {"compiled": compiled, "compile_s": compile_s, "flops": float(cost.get("flops", float("nan"))),
-          "temp_bytes": mem.temp_size_in_bytes, "total_bytes": total}
+  costs = logs.compiled_costs(compiled)
+  return {"compiled": compiled, "compile_s": compile_s, "flops": costs["flops"],
+          "temp_bytes": costs["temp_size_in_bytes"], "total_bytes": costs["peak_bytes"]}
 
 
 def time_calls(call, repeats: int) -> float:
@@ -128,15 +127,15 @@ def benchmark(kind: str, preset: str, batch_size: int, num_actions: int, repeats
     out[name] = res
   # The world-model gradient with a 1-step reward/end segment: (almost) the denoising part alone.
   n, p = config.wm.num_cond, config.wm.num_predictions
-  short = {"dynamics": random_segment(rng, batch_size, n + p, num_actions),
-           "rew_end": random_segment(rng, batch_size, 1, num_actions)}
+  short = wm.WorldModelBatch(dynamics=random_segment(rng, batch_size, n + p, num_actions),
+                             rew_end=random_segment(rng, batch_size, 1, num_actions))
   out["update_dynamics"] = analyse(lambda prm, b, k: train.world_model_grads(prm, b, k, config), params, short, key)
 
   start = random_segment(rng, batch_size, n, num_actions)
-  cond = jax.jit(wm.encode, static_argnums=2)(params, start["obs"][:, :n], config)
+  cond = jax.jit(wm.encode, static_argnums=2)(params, start.obs[:, :n], config)
   sample = lambda params, cond, act, key: wm.sample_next(params, cond, act, key, config)
-  smp = analyse(sample, params, cond, start["act"], key)
-  smp["step_s"] = time_calls(lambda: smp["compiled"](params, cond, start["act"], key), repeats)
+  smp = analyse(sample, params, cond, start.act, key)
+  smp["step_s"] = time_calls(lambda: smp["compiled"](params, cond, start.act, key), repeats)
   out["sample"] = smp
   for horizon in (1, config.ac.horizon):
     c_h = config_lib.get_config(preset)

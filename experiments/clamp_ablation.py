@@ -43,10 +43,10 @@ def main(argv):
   key_seg, key_noise = jax.random.split(jax.random.PRNGKey(_SEED.value))
   seg = replay_lib.sample_segments(state.replay, key_seg, _NUM_SEGMENTS.value, k + h - 1,
                                    weights=tuple(cfg.replay.sample_weights), pad_after_end=False)
-  frame_mask = world_model.segment_frame_mask(seg["mask"])
-  true = world_model.encode(state.wm_params, seg["obs"][:, k:], cfg)            # [B, H, *S]
+  frame_mask = seg.frame_mask
+  true = world_model.encode(state.wm_params, seg.obs[:, k:], cfg)            # [B, H, *S]
   valid = np.asarray(frame_mask[:, k:], np.float32)                            # [B, H]
-  spread = float(jnp.std(world_model.encode(state.wm_params, seg["obs"], cfg, frame_mask)))
+  spread = float(jnp.std(world_model.encode(state.wm_params, seg.obs, cfg, frame_mask)))
   print(f"{cfg.game}, checkpoint at epoch {epoch} ({int(state.env_steps)} env steps); {_NUM_SEGMENTS.value} "
         f"segments, horizon {h}; spread of encoder latents {spread:.3f}")
 
@@ -56,7 +56,7 @@ def main(argv):
     c.wm.prediction_clamp = clamp
     c = config_lib.freeze(c)
     rollout = jax.jit(decoder.open_loop_rollout, static_argnums=4)(
-        state.wm_params, seg["obs"], jnp.where(seg["mask"], seg["act"], 0), key_noise, c)
+        state.wm_params, seg.obs, jnp.where(seg.mask, seg.act, 0), key_noise, c)
     err = np.sqrt(np.asarray(jnp.mean(jnp.square(rollout - true).reshape(rollout.shape[:2] + (-1,)), -1)))
     mag = np.asarray(jnp.mean(jnp.abs(rollout).reshape(rollout.shape[:2] + (-1,)), -1))
     mag_true = np.asarray(jnp.mean(jnp.abs(true).reshape(true.shape[:2] + (-1,)), -1))

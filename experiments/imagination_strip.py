@@ -35,7 +35,6 @@ flags.mark_flags_as_required(["workdir", "out"])
 def main(argv):
   del argv
   import jax
-  import jax.numpy as jnp
   import numpy as np
   from PIL import Image
 
@@ -64,7 +63,7 @@ def main(argv):
     def one(carry, k):
       p, o = carry
       seg = replay_lib.sample_segments(replay, k, _BATCH.value, 1, weights=(1.0,), pad_after_end=False)
-      p, o, loss = dec_lib.decoder_update(p, o, wm_params, seg["obs"][:, 0], cfg, optimizer)
+      p, o, loss = dec_lib.decoder_update(p, o, wm_params, seg.obs[:, 0], cfg, optimizer)
       return (p, o), loss
     (dec_params, opt_state), losses = jax.lax.scan(one, (dec_params, opt_state), jax.random.split(key, num))
     return dec_params, opt_state, losses.mean()
@@ -80,10 +79,10 @@ def main(argv):
   k_len = cfg.wm.num_cond + _HORIZON.value
   seg = replay_lib.sample_segments(replay, k_seg, 64, k_len - 1, weights=tuple(cfg.replay.sample_weights),
                                    pad_after_end=False)
-  full = np.nonzero(np.asarray(seg["mask"]).all(axis=1))[0][:_EXAMPLES.value]
+  full = np.nonzero(np.asarray(seg.mask).all(axis=1))[0][:_EXAMPLES.value]
   if len(full) == 0:
     raise SystemExit("error: no unpadded segment found in the replay")
-  obs, act = seg["obs"][full], seg["act"][full]
+  obs, act = seg.obs[full], seg.act[full]
 
   # 3. Imagine open loop with the recorded actions; decode imagined and encoded latents.
   imagined = jax.jit(lambda o, a, k: dec_lib.open_loop_rollout(wm_params, o, a, k, cfg))(obs, act, k_roll)

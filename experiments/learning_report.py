@@ -26,6 +26,7 @@ from absl import flags
 import numpy as np
 
 from jedi_jax import envs
+from jedi_jax import logs
 from jedi_jax import metrics
 
 _RUNS = flags.DEFINE_list("runs", None, "Run workdirs.")
@@ -47,9 +48,7 @@ def read_run(workdir: str) -> tuple[dict, list[dict], list[dict]]:
       raise SystemExit(f"error: {workdir} has no results.json yet (is the run finished?)")
     with open(p) as f:
       results.append(json.load(f))
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f]
-  return config, results, rows
+  return config, results, logs.read_metrics(workdir)
 
 
 def _series(rows: list[dict], x: str, y: str) -> tuple[list, list]:

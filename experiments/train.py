@@ -54,10 +54,11 @@ flags.mark_flag_as_required("workdir")
 def resolve_config():
   """The preset with the command line's --config.* overrides, --game and --seed applied and checked."""
   config = config_lib.get_config(_PRESET.value)
-  for path, value in config_flags.get_override_values(flags.FLAGS["config"]).items():
-    if path in ("game", "seed"):
+  overrides = config_flags.get_override_values(flags.FLAGS["config"])
+  for path in ("game", "seed"):
+    if path in overrides:
       raise ValueError(f"set {path} with --{path}, not --config.{path}")
-    config_lib.set_field(config, path, value)
+  config_lib.set_fields(config, overrides)
   if _SEED.value is None and config.preset == "atari100k":
     raise ValueError("--seed is required for the atari100k preset (runs of the paper's tables are per seed)")
   config.game = _GAME.value or config.game

@@ -36,8 +36,7 @@ _CONFIG = config_flags.DEFINE_config_dict("config", config_lib.catch(), "Overrid
 
 def _config():
   config = config_lib.get_config(_PRESET.value)
-  for path, value in config_flags.get_override_values(flags.FLAGS["config"]).items():
-    config_lib.set_field(config, path, value)
+  config_lib.set_fields(config, config_flags.get_override_values(flags.FLAGS["config"]))
   config.game = _GAME.value or config.game
   config.seed = _SEED.value
   config.replay.capacity = max(config.replay.capacity, _STEPS.value + 64)
@@ -74,9 +73,8 @@ def main(argv):
   def evaluate(state, key):
     def one(key):
       batch = train.sample_world_model_batch(state.replay, key, cfg.optim.batch_size, cfg)
-      seg = batch["rew_end"]
-      states = world_model.encode(state.wm_params, seg["obs"], cfg,
-                                  world_model.segment_frame_mask(seg["mask"]))
+      seg = batch.rew_end
+      states = world_model.encode(state.wm_params, seg.obs, cfg, seg.frame_mask)
       _, metrics = world_model.rew_end_loss(state.wm_params, states, seg, cfg)
       return metrics
     metrics = jax.vmap(one)(jax.random.split(key, _EVAL_BATCHES.value))

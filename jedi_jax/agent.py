@@ -14,7 +14,6 @@ Loss (DIAMOND src/models/actor_critic.py), over the H x B imagined steps, each t
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import chex
 import jax
@@ -23,10 +22,11 @@ import optax
 
 from jedi_jax import optim
 from jedi_jax.imagination import (Trajectory, WorldModelFns, default_world_model, imagine, log_prob_and_entropy,
-                                  policy_over_trajectory)
+                                  policy_over_trajectory, where_batch)
 from jedi_jax.nets.actor_critic import ac_initial_state, ac_step, init_actor_critic_params, num_actions_of
+from jedi_jax.replay import Segment
+from jedi_jax.types import PyTree
 
-PyTree = Any
 sg = jax.lax.stop_gradient
 
 __all__ = ["init_actor_critic", "ac_initial_state", "ac_step", "actor_critic_optimizer", "lambda_returns",
@@ -93,7 +93,7 @@ def actor_critic_loss(ac_params, trajectory: Trajectory, config) -> tuple[jax.Ar
   return loss, metrics
 
 
-def actor_critic_loss_fn(ac_params, wm_params, start: dict, key: jax.Array, config,
+def actor_critic_loss_fn(ac_params, wm_params, start: Segment, key: jax.Array, config,
                          wm: WorldModelFns | None = None) -> tuple[jax.Array, dict]:
   """imagine + actor_critic_loss: differentiable in ac_params only (the world model is a constant)."""
   trajectory = imagine(wm_params, ac_params, start, key, config, wm)
@@ -121,8 +121,7 @@ def act(ac_params, wm_params, lstm_state, obs: jax.Array, is_first: jax.Array, k
   n = obs.shape[0]
   chex.assert_shape(is_first, (n,))
   state = sg(wm.encode(wm_params, obs, config)).astype(jnp.float32)
-  zero = ac_initial_state(config, n)
-  lstm_state = jax.tree.map(lambda z, s: jnp.where(is_first[:, None], z, s), zero, lstm_state)
+  lstm_state = where_batch(is_first, ac_initial_state(config, n), lstm_state)
   lstm_state, logits, _ = ac_step(ac_params, lstm_state, state, config)
   k_policy, k_coin, k_random = jax.random.split(key, 3)
   action = jax.random.categorical(k_policy, logits)

@@ -30,16 +30,6 @@ class WorkdirError(RuntimeError):
   """A workdir that cannot be used as asked (config mismatch, unreadable checkpoints)."""
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 def check_or_write_config(workdir: str, config) -> bool:
   """Saves the resolved config in a new workdir, or checks it equals the saved one.
 
@@ -55,7 +45,7 @@ def check_or_write_config(workdir: str, config) -> bool:
       saved = json.load(f)
     saved, compared = config_lib.results_fields(saved), config_lib.results_fields(wanted)
     if saved != compared:
-      a, b = _flatten(saved), _flatten(compared)
+      a, b = config_lib.dotted_fields(saved), config_lib.dotted_fields(compared)
       diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
       shown = ", ".join(f"{k}: saved {a.get(k)!r} != requested {b.get(k)!r}" for k in diff[:4])
       more = f" (and {len(diff) - 4} more)" if len(diff) > 4 else ""

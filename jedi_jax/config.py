@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 
@@ -366,6 +368,23 @@ def set_field(config, path: str, value) -> None:
   for p in parents:
     node = node[p]
   node[leaf] = value
+
+
+def set_fields(config, values: Mapping[str, Any]) -> None:
+  """Sets fields by their dotted paths ({"optim.lr": 1e-3, ...}, e.g. a command line's --config.* overrides)."""
+  for path, value in values.items():
+    set_field(config, path, value)
+
+
+def dotted_fields(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  """The leaves of a nested dict (`to_dict` of a config) by dotted path: {"optim.lr": 1e-4, ...}."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, Mapping):
+      out.update(dotted_fields(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
 
 
 def to_dict(config) -> dict:

@@ -14,7 +14,7 @@ it cannot change training. It then decodes open-loop latent rollouts next to the
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -23,8 +23,8 @@ import optax
 
 from jedi_jax import world_model
 from jedi_jax.nets import blocks
+from jedi_jax.types import PyTree
 
-PyTree = Any
 
 
 class Decoder(nn.Module):

@@ -90,9 +90,15 @@ def collapse_warning(row: dict, threshold: float = COLLAPSE_THRESHOLD) -> str | 
   return None
 
 
+def masked_mean(x: jax.Array, weight: jax.Array) -> jax.Array:
+  """Mean of x [...] weighted by weight [...] (a mask: padding 0); 0 when no entry has weight."""
+  weight = weight.astype(jnp.float32)
+  return jnp.sum(x * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
 def masked_std(x: jax.Array, weight: jax.Array) -> jax.Array:
-  """Std over all entries of x [B, ...] with per-sample weights [B]."""
-  w = jnp.broadcast_to(weight.reshape(weight.shape + (1,) * (x.ndim - 1)), x.shape)
+  """Std over all entries of x [B, ...] with weights [B] per sample (or [B, T] per sample and step, ...)."""
+  w = jnp.broadcast_to(weight.reshape(weight.shape + (1,) * (x.ndim - weight.ndim)), x.shape)
   n = jnp.maximum(jnp.sum(w), 1.0)
   mean = jnp.sum(x * w) / n
   return jnp.sqrt(jnp.sum(jnp.square(x - mean) * w) / n)

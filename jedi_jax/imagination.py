@@ -23,15 +23,16 @@ instead of a newly drawn replay segment, which keeps every shape static inside t
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 
 from jedi_jax.nets.actor_critic import ac_initial_state, ac_step
+from jedi_jax.replay import Segment
+from jedi_jax.types import PyTree
 
-PyTree = Any
 sg = jax.lax.stop_gradient
 
 
@@ -86,17 +87,15 @@ class StartCondition(NamedTuple):
   ac_state: PyTree         # policy LSTM state after the first K - 1 start states
 
 
-def encode_start(wm_params, start: dict, config, wm: WorldModelFns) -> tuple[jax.Array, jax.Array]:
+def encode_start(wm_params, start: Segment, config, wm: WorldModelFns) -> tuple[jax.Array, jax.Array]:
   """States [B, K, *S] and actions [B, K] of a start segment (obs [B, K + 1, 64, 64, 3] uint8, act, mask [B, K]).
 
   Padded frames enter the encoder as zeros in [-1, 1] (DIAMOND's padding), exactly as in world-model training.
   """
   k = config.wm.num_cond
-  obs, act, mask = start["obs"], start["act"], start["mask"]
+  obs, act, mask = start.obs, start.act, start.mask
   assert obs.shape[1] >= k and act.shape[1] == k and mask.shape[1] == k, (obs.shape, act.shape, mask.shape)
-  # Frame i is real when step i or step i - 1 is (world_model.segment_frame_mask).
-  frame_mask = mask | jnp.concatenate([jnp.zeros_like(mask[:, :1]), mask[:, :-1]], axis=1)
-  states = sg(wm.encode(wm_params, obs[:, :k], config, frame_mask)).astype(jnp.float32)
+  states = sg(wm.encode(wm_params, obs[:, :k], config, start.frame_mask[:, :k])).astype(jnp.float32)
   return states, jnp.where(mask, act, 0).astype(jnp.int32)
 
 
@@ -123,7 +122,7 @@ def burn_in(wm_params, ac_params, cond: jax.Array, cond_actions: jax.Array, conf
   return StartCondition(cond, cond_actions, sg(rew_state), sg(ac_state))
 
 
-def _where_batch(flag: jax.Array, a: PyTree, b: PyTree) -> PyTree:
+def where_batch(flag: jax.Array, a: PyTree, b: PyTree) -> PyTree:
   """Per batch element: a where flag [B] else b (leaves [B, ...])."""
   return jax.tree.map(lambda x, y: jnp.where(flag.reshape(flag.shape + (1,) * (x.ndim - 1)), x, y), a, b)
 
@@ -136,7 +135,7 @@ def log_prob_and_entropy(logits: jax.Array, actions: jax.Array) -> tuple[jax.Arr
   return log_prob, entropy
 
 
-def imagine(wm_params, ac_params, start: dict, key: jax.Array, config,
+def imagine(wm_params, ac_params, start: Segment, key: jax.Array, config,
             wm: WorldModelFns | None = None) -> Trajectory:
   """H = config.ac.horizon imagined steps from B real replay segments -> `Trajectory` (time-major).
 
@@ -170,7 +169,7 @@ def imagine(wm_params, ac_params, start: dict, key: jax.Array, config,
     cond = jnp.concatenate([cond[:, 1:], next_state[:, None]], axis=1)
     cond_actions = jnp.concatenate([cond_actions[:, 1:], jnp.zeros_like(cond_actions[:, :1])], axis=1)
     # Ended imagined episodes restart from their start condition (DIAMOND WorldModelEnv.reset_dead).
-    cond, cond_actions, rew_state, ac_state = _where_batch(
+    cond, cond_actions, rew_state, ac_state = where_batch(
         end, (init.cond, init.cond_actions, init.rew_end_state, init.ac_state),
         (cond, cond_actions, rew_state, ac_state))
     out = dict(state=state, action=action, log_prob=log_prob, entropy=entropy, value=value,
@@ -201,7 +200,7 @@ def policy_over_trajectory(ac_params, trajectory: Trajectory, config) -> tuple[j
   """
   def step(ac_state, inputs):
     state, is_first = inputs
-    ac_state = _where_batch(is_first, trajectory.ac_state0, ac_state)
+    ac_state = where_batch(is_first, trajectory.ac_state0, ac_state)
     ac_state, logits, value = ac_step(ac_params, ac_state, state, config)
     return ac_state, (logits, value)
 

@@ -43,6 +43,7 @@ class MetricsLogger:
 
 
 def read_metrics(workdir: str) -> list[dict]:
+  """The rows of `workdir/metrics.jsonl`, oldest first."""
   with open(os.path.join(workdir, METRICS_FILE)) as f:
     return [json.loads(line) for line in f if line.strip()]
 

@@ -27,30 +27,24 @@ games given that belong to the set (NaN, with `*_num_games` = 0, when none do). 
 from __future__ import annotations
 
 import csv
-import difflib
 import functools
-import importlib.resources
 import io
 import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-
-def _read_data(name: str) -> str:
-  return importlib.resources.files("jedi_jax").joinpath("data", name).read_text(encoding="utf-8")
+from jedi_jax.atari100k import GAMES, did_you_mean, read_data
 
 
 def _load_split() -> tuple[tuple[str, ...], tuple[str, ...]]:
-  split = json.loads(_read_data("atari100k_split.json"))
+  split = json.loads(read_data("atari100k_split.json"))
   return tuple(split["agent_optimal"]), tuple(split["human_optimal"])
 
 
-GAMES: tuple[str, ...] = tuple(line.strip() for line in _read_data("atari100k_games.txt").splitlines()
-                               if line.strip())
 AGENT_OPTIMAL, HUMAN_OPTIMAL = _load_split()
 # Published per-game means (DIAMOND paper Table 1 and the model-free/search agents), column order of the CSV.
-BASELINES: tuple[str, ...] = tuple(next(csv.reader(io.StringIO(_read_data("atari100k_baselines.csv"))))[1:])
+BASELINES: tuple[str, ...] = tuple(next(csv.reader(io.StringIO(read_data("atari100k_baselines.csv"))))[1:])
 # Baselines whose per-seed scores are shipped (results/data/*.json of the IRIS and DIAMOND repositories).
 PER_RUN_BASELINES: tuple[str, ...] = ("IRIS", "DIAMOND")
 
@@ -76,13 +70,13 @@ class ScoreError(ValueError):
 
 @functools.cache
 def _human_random() -> Mapping[str, tuple[float, float]]:
-  table = json.loads(_read_data("human_random_scores.json"))
+  table = json.loads(read_data("human_random_scores.json"))
   return {g: (float(v["random"]), float(v["human"])) for g, v in table.items()}
 
 
 @functools.cache
 def _baseline_table() -> Mapping[str, Mapping[str, float]]:
-  rows = csv.DictReader(io.StringIO(_read_data("atari100k_baselines.csv")))
+  rows = csv.DictReader(io.StringIO(read_data("atari100k_baselines.csv")))
   table = {name: {} for name in BASELINES}
   for row in rows:
     for name in BASELINES:
@@ -95,9 +89,8 @@ def _check_game(game: str) -> None:
     return
   if not isinstance(game, str):
     raise ScoreError(f"game names must be strings, got {game!r}")
-  close = difflib.get_close_matches(game, GAMES, n=1)
-  hint = f"; did you mean {close[0]!r}?" if close else ""
-  raise ScoreError(f"unknown Atari100k game {game!r}{hint} (known games: {', '.join(GAMES)})")
+  raise ScoreError(f"unknown Atari100k game {game!r}{did_you_mean(game, GAMES)} "
+                   f"(known games: {', '.join(GAMES)})")
 
 
 def random_score(game: str) -> float:
@@ -123,7 +116,7 @@ def baseline_scores(name: str, per_run: bool = True) -> dict[str, list[float]]:
   if name not in BASELINES:
     raise ScoreError(f"unknown baseline {name!r} (known: {', '.join(BASELINES)})")
   if per_run and name in PER_RUN_BASELINES:
-    runs = json.loads(_read_data(f"{name}.json"))
+    runs = json.loads(read_data(f"{name}.json"))
     return {g: [float(s) for s in runs[g]] for g in GAMES}
   return {g: [_baseline_table()[name][g]] for g in GAMES}
 

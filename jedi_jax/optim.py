@@ -17,14 +17,15 @@ numerical difference is the order of the sum inside the gradient norm.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-PyTree = Any
+from jedi_jax.types import PyTree
+
 Schedule = Callable[[jax.Array], jax.Array]
 
 

@@ -42,35 +42,48 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import chex
 import flax
 import jax
 import jax.numpy as jnp
 
-# A batch of B segments of T steps (docs/CONTRACTS.md "Segment batch"):
-#   obs:   [B, T + 1, 64, 64, 3] uint8; obs[:, i] is the frame before act[:, i], obs[:, i + 1] the frame
-#          after it. Frames that belong to no real step (and are not the next frame of the last real
-#          step) are zeros.
-#   act:   [B, T] int32;  rew: [B, T] float32 raw;  end: [B, T] bool;  trunc: [B, T] bool.
-#   mask:  [B, T] bool, True for real steps of the sampled episode, False for padding.
-Segment = dict[str, jax.Array]
+from jedi_jax.types import FRAME_SHAPE
 
-SEGMENT_KEYS = ("obs", "act", "rew", "end", "trunc", "mask")
+class Segment(NamedTuple):
+  """B segments of T consecutive steps, each from one episode (`sample_segments`; rules in the module docstring).
+
+  Steps outside the episode are padding: zeros, with `mask` False. A pytree, so it passes through jit, vmap
+  and scan like its arrays.
+  """
+  obs: jax.Array    # [B, T + 1, H, W, 3] uint8; obs[:, i] is the frame before act[:, i], obs[:, i + 1] the
+                    #   frame after it; a frame that is not real (`frame_mask`) is zeros
+  act: jax.Array    # [B, T] int32, the action taken at each step
+  rew: jax.Array    # [B, T] float32, raw reward of the step
+  end: jax.Array    # [B, T] bool, training end at the step (life loss or game over)
+  trunc: jax.Array  # [B, T] bool, the env's step cap was reached at the step
+  mask: jax.Array   # [B, T] bool, True for real steps of the sampled episode, False for padding
+
+  @property
+  def frame_mask(self) -> jax.Array:
+    """[B, T + 1] bool: frame k is real when step k or step k - 1 is (a step's frame, or the frame after
+    the last real step)."""
+    no = jnp.zeros_like(self.mask[..., :1])
+    return jnp.concatenate([self.mask, no], -1) | jnp.concatenate([no, self.mask], -1)
 
 
-def segment_shapes(batch_size: int, length: int, obs_shape: Sequence[int] = (64, 64, 3)
-                   ) -> dict[str, jax.ShapeDtypeStruct]:
-  """The shapes and dtypes of a `Segment` of `batch_size` segments of `length` steps."""
+def segment_shapes(batch_size: int, length: int, obs_shape: Sequence[int] = FRAME_SHAPE) -> Segment:
+  """The shapes and dtypes (`jax.ShapeDtypeStruct`) of a `Segment` of `batch_size` segments of `length` steps."""
   b, t = batch_size, length
-  return {
-      "obs": jax.ShapeDtypeStruct((b, t + 1, *obs_shape), jnp.uint8),
-      "act": jax.ShapeDtypeStruct((b, t), jnp.int32),
-      "rew": jax.ShapeDtypeStruct((b, t), jnp.float32),
-      "end": jax.ShapeDtypeStruct((b, t), jnp.bool_),
-      "trunc": jax.ShapeDtypeStruct((b, t), jnp.bool_),
-      "mask": jax.ShapeDtypeStruct((b, t), jnp.bool_),
-  }
+  return Segment(
+      obs=jax.ShapeDtypeStruct((b, t + 1, *obs_shape), jnp.uint8),
+      act=jax.ShapeDtypeStruct((b, t), jnp.int32),
+      rew=jax.ShapeDtypeStruct((b, t), jnp.float32),
+      end=jax.ShapeDtypeStruct((b, t), jnp.bool_),
+      trunc=jax.ShapeDtypeStruct((b, t), jnp.bool_),
+      mask=jax.ShapeDtypeStruct((b, t), jnp.bool_),
+  )
 
 
 class ReplayState(flax.struct.PyTreeNode):
@@ -108,7 +121,7 @@ class ReplayState(flax.struct.PyTreeNode):
     return self.ep_env.shape[0]
 
 
-def init_replay(num_envs: int, capacity: int, obs_shape: Sequence[int] = (64, 64, 3),
+def init_replay(num_envs: int, capacity: int, obs_shape: Sequence[int] = FRAME_SHAPE,
                 max_episodes: int | None = None) -> ReplayState:
   """An empty replay.
 
@@ -365,20 +378,10 @@ def sample_segments(state: ReplayState, key: jax.Array, batch_size: int, length:
     start = jnp.minimum(ep_len, step + 1 + offset) - t_len
   rel = start[:, None] + jnp.arange(t_len + 1)[None, :]  # [B, T + 1], step index within the episode
   mask = (rel[:, :-1] >= 0) & (rel[:, :-1] < ep_len[:, None]) & (state.num_live > 0)  # [B, T]
-  no = jnp.zeros((b, 1), bool)
-  # A frame is real if its step is real, or if it follows a real step (the next frame of the last one).
-  obs_mask = jnp.concatenate([mask, no], 1) | jnp.concatenate([no, mask], 1)  # [B, T + 1]
   row = jnp.mod(lo[:, None] + rel, c)  # padding indices are gathered, then zeroed
   env = env[:, None]
-  obs = state.obs[env, row]
-  obs = jnp.where(obs_mask.reshape(*obs_mask.shape, *(1,) * (obs.ndim - 2)), obs, 0)
   steps = lambda x: jnp.where(mask, x[env, row[:, :-1]], jnp.zeros((), x.dtype))
-  return {
-      "obs": obs,
-      "act": steps(state.act),
-      "rew": steps(state.rew),
-      "end": steps(state.end),
-      "trunc": steps(state.trunc),
-      "mask": mask,
-  }
-
+  seg = Segment(obs=state.obs[env, row], act=steps(state.act), rew=steps(state.rew), end=steps(state.end),
+                trunc=steps(state.trunc), mask=mask)
+  frame_mask = seg.frame_mask
+  return seg._replace(obs=jnp.where(frame_mask.reshape(*frame_mask.shape, *(1,) * (seg.obs.ndim - 2)), seg.obs, 0))

@@ -18,15 +18,15 @@ for the 6k steps of the `cpu` preset on the 2-core CPU, see docs/benchmarks.md).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from jedi_jax import checkpoint as ckpt_lib
 from jedi_jax import replay as replay_lib
+from jedi_jax.types import PyTree
 
-PyTree = Any
 
 # What `restep` found wrong at the first diverging step (bit flags).
 FRAME, REWARD, END, RESET = 1, 2, 4, 8

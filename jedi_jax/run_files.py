@@ -17,6 +17,7 @@ from jedi_jax import config as config_lib
 from jedi_jax import envs
 from jedi_jax import logs
 from jedi_jax import train
+from jedi_jax.types import FRAME_SHAPE
 
 RESULTS_FILE = "results.json"
 
@@ -92,7 +93,7 @@ def template_states(cfg, num_seeds: int = 1) -> train.TrainState:
   """
   num_actions = envs.num_actions(cfg.game, cfg.env.backend)
   per_seed = [train.init_train_state(cfg, num_actions, jax.random.PRNGKey(cfg.seed + k), env_state=None,
-                                     obs=jnp.zeros((cfg.env.num_envs, 64, 64, 3), jnp.uint8))
+                                     obs=jnp.zeros((cfg.env.num_envs,) + FRAME_SHAPE, jnp.uint8))
               for k in range(num_seeds)]
   return per_seed[0] if num_seeds == 1 else jax.tree.map(lambda *xs: jnp.stack(xs), *per_seed)
 

@@ -28,8 +28,8 @@ import optax
 from jedi_jax import agent
 from jedi_jax import replay as replay_lib
 from jedi_jax import world_model
+from jedi_jax.types import PyTree
 
-PyTree = Any
 EnvStepFn = Callable[[PyTree, jax.Array], tuple[PyTree, Any]]
 
 
@@ -228,28 +228,31 @@ def collect(state: TrainState, num_steps, epsilon: float, env_step: EnvStepFn, c
 # Updates
 # ----------------------------------------------------------------------------------------------
 
-def sample_world_model_batch(replay: replay_lib.ReplayState, key: jax.Array, batch_size: int, config) -> dict:
-  """The two segment batches of one world-model update (layout: docs/CONTRACTS.md)."""
+def sample_world_model_batch(replay: replay_lib.ReplayState, key: jax.Array, batch_size: int, config
+                             ) -> world_model.WorldModelBatch:
+  """The two segment batches of one world-model update (layout: `jedi_jax.world_model`)."""
   k_dyn, k_rew = jax.random.split(key)
   weights = tuple(config.replay.sample_weights)
-  return {
-      "dynamics": replay_lib.sample_segments(
+  return world_model.WorldModelBatch(
+      dynamics=replay_lib.sample_segments(
           replay, k_dyn, batch_size, config.wm.num_cond + config.wm.num_predictions,
           weights=weights, pad_after_end=False),
-      "rew_end": replay_lib.sample_segments(
+      rew_end=replay_lib.sample_segments(
           replay, k_rew, batch_size, config.ac.horizon + config.wm.num_cond,
           weights=weights, pad_after_end=True),
-  }
+  )
 
 
-def sample_imagination_starts(replay: replay_lib.ReplayState, key: jax.Array, batch_size: int, config) -> dict:
+def sample_imagination_starts(replay: replay_lib.ReplayState, key: jax.Array, batch_size: int, config
+                              ) -> replay_lib.Segment:
   """Real segments of `num_cond` steps that imagination starts from (burn-in context)."""
   return replay_lib.sample_segments(
       replay, key, batch_size, config.wm.num_cond,
       weights=tuple(config.replay.sample_weights), pad_after_end=False)
 
 
-def world_model_grads(wm_params: PyTree, batch: dict, key: jax.Array, config) -> tuple[PyTree, dict]:
+def world_model_grads(wm_params: PyTree, batch: world_model.WorldModelBatch, key: jax.Array, config
+                      ) -> tuple[PyTree, dict]:
   """Gradient of the world-model loss and its metrics."""
   (loss, metrics), grads = jax.value_and_grad(world_model.world_model_loss, has_aux=True)(
       wm_params, batch, key, config)

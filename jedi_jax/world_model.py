@@ -1,15 +1,16 @@
 """The world model: JEDI's end-to-end latent objective (arXiv 2505.19698) and the DIAMOND pixel baseline.
 
-`config.wm.kind` selects the model; both share this code, the blocks and the public API (docs/CONTRACTS.md):
+`config.wm.kind` selects the model (`model_kind`: one `ModelKind` record holds all that differs); both share this
+code, the blocks and the public API:
   * "jedi":    state = C(E_phi(frame)) in [-3, 3]^{8x8x16}; latent EDM denoiser; reward/end on latents.
   * "diamond": state = the frame in [-1, 1]^{64x64x3} (no encoder); pixel U-Net denoiser with quantised
                output; reward/end on pixels (DIAMOND's models).
 
 Params: {"encoder" (jedi only), "denoiser", "rew_end"}, each a Flax "params" tree.
 
-Batch layout: the world-model batch of CONTRACTS.md, {"dynamics": Segment, "rew_end": Segment}, where a
-Segment holds obs [B, T + 1, 64, 64, 3] uint8, act / rew / end / trunc / mask [B, T]. Frame k of a segment is
-real when step k or step k - 1 is (`segment_frame_mask`); padded frames normalise to 0 as DIAMOND pads.
+Batch layout: a `WorldModelBatch` of two replay `Segment`s (obs [B, T + 1, 64, 64, 3] uint8, act / rew / end /
+trunc / mask [B, T]). Frame k of a segment is real when step k or step k - 1 is (`Segment.frame_mask`); padded
+frames normalise to 0 as DIAMOND pads.
   * dynamics (T >= num_cond + num_predictions - 1): the last num_cond + num_predictions frames are used
     (with T = num_cond + num_predictions the first step is spare). Prediction i conditions on frames
     o+i .. o+i+num_cond-1 and actions o+i .. o+i+num_cond-1 (o = T + 1 - num_cond - num_predictions) and
@@ -26,9 +27,11 @@ actor-critic (assumed) the total is ~14.0M against the paper's 13.5M (depth 1 wo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
+from typing import Any, Callable, NamedTuple
 
 import chex
 import jax
@@ -43,8 +46,9 @@ from jedi_jax.nets import blocks
 from jedi_jax.nets.denoiser import DenoiserNet
 from jedi_jax.nets.encoder import Encoder
 from jedi_jax.nets.reward_end import RewEndModel
+from jedi_jax.replay import Segment
+from jedi_jax.types import FRAME_SHAPE
 
-FRAME_SHAPE = (64, 64, 3)
 LATENT_CLAMP = 3.0   # C(z) = 3 tanh(z / 3) (paper)
 
 
@@ -54,19 +58,13 @@ LATENT_CLAMP = 3.0   # C(z) = 3 tanh(z / 3) (paper)
 
 def state_shape(config) -> tuple:
   """S: (8, 8, 16) for jedi at paper size, FRAME_SHAPE for the diamond pixel baseline."""
+  return model_kind(config).state_shape(config)
+
+
+def _latent_shape(config) -> tuple:
   wm = config.wm
-  if wm.kind == "diamond":
-    return FRAME_SHAPE
-  if wm.kind != "jedi":
-    raise ValueError(f"unknown config.wm.kind {wm.kind!r}; valid: 'jedi', 'diamond'")
   side = FRAME_SHAPE[0] // wm.encoder_patch // 2 ** sum(wm.encoder_down)
   return (side, side, wm.encoder_channels[-1])
-
-
-def segment_frame_mask(mask: jax.Array) -> jax.Array:
-  """Per-frame validity of a segment: mask [B, T] -> [B, T + 1]; frame k is real if step k or k - 1 is."""
-  pad = jnp.zeros_like(mask[:, :1])
-  return jnp.concatenate([mask, pad], axis=1) | jnp.concatenate([pad, mask], axis=1)
 
 
 def normalize_frames(obs: jax.Array, frame_mask: jax.Array | None = None) -> jax.Array:
@@ -112,10 +110,7 @@ def _encoder_net(config) -> Encoder:
 
 def _denoiser_net(config, num_actions: int) -> DenoiserNet:
   wm = config.wm
-  if wm.kind == "diamond":
-    channels, depths, cond = wm.pixel_channels, wm.pixel_depths, wm.pixel_cond_channels
-  else:
-    channels, depths, cond = wm.denoiser_channels, wm.denoiser_depths, wm.denoiser_cond_channels
+  channels, depths, cond = model_kind(config).denoiser_sizes(wm)
   return DenoiserNet(out_channels=state_shape(config)[-1], channels=tuple(channels), depths=tuple(depths),
                      cond_channels=cond, num_cond=wm.num_cond, num_actions=num_actions)
 
@@ -132,6 +127,67 @@ def _rew_end_net(config, num_actions: int) -> RewEndModel:
 def _num_actions(params, part: str = "denoiser") -> int:
   """The action count, read off the action-embedding table of params[part] (a static shape)."""
   return params[part]["act_emb"]["embedding"].shape[0]
+
+
+def _encode_latent(params, x: jax.Array, config) -> jax.Array:
+  """Frames [N, 64, 64, 3] in [-1, 1] -> latents E_phi(x) [N, *S], clamped by C when wm.latent_clamp."""
+  z = _encoder_net(config).apply({"params": params["encoder"]}, x)
+  return clamp_latent(z) if config.wm.latent_clamp else z
+
+
+def _own_prediction_coin(switch_normal: jax.Array, config) -> jax.Array:
+  """JEDI's random switching: True with probability wm.random_switch_prob, from Phi(normal) ~ U(0, 1)."""
+  return jax.scipy.stats.norm.cdf(switch_normal) < config.wm.random_switch_prob
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The two kinds of world model
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+  """Everything that differs between the JEDI latent model and the DIAMOND pixel baseline (`config.wm.kind`)."""
+  has_encoder: bool        # params hold a trained "encoder" and states are its latents (else states are frames)
+  state_shape: Callable[[Any], tuple]   # config -> S, the shape of one state
+  encode_frames: Callable  # (params, frames [N, 64, 64, 3] in [-1, 1], config) -> states [N, *S]
+  finalize: Callable       # (denoised [B, *S], config) -> the estimate the sampler and conditioning use
+  own_prediction: Callable  # (normal [], config) -> [] bool: predictions i >= 1 condition on the model's own
+                            #   estimate of the previous frame (else on the encoded true frame)
+  denoiser_sizes: Callable  # config.wm -> (channels, depths, cond_channels) of the denoiser U-Net
+  actor_critic_sizes: Callable  # config.ac -> (channels, down) of the policy CNN
+
+
+MODEL_KINDS = {
+    # JEDI (arXiv 2505.19698): clamped encoder latents, latent denoiser, random switching.
+    "jedi": ModelKind(
+        has_encoder=True,
+        state_shape=_latent_shape,
+        encode_frames=_encode_latent,
+        finalize=lambda d, config: clamp_prediction(d, config.wm.prediction_clamp),
+        own_prediction=_own_prediction_coin,
+        denoiser_sizes=lambda wm: (wm.denoiser_channels, wm.denoiser_depths, wm.denoiser_cond_channels),
+        actor_critic_sizes=lambda ac: (ac.latent_channels, ac.latent_down),
+    ),
+    # DIAMOND: frames in [-1, 1], pixel U-Net with quantised output (wrap_model_output), always its own
+    # estimate, its actor-critic CNN.
+    "diamond": ModelKind(
+        has_encoder=False,
+        state_shape=lambda config: FRAME_SHAPE,
+        encode_frames=lambda params, x, config: x,
+        finalize=lambda d, config: diffusion.quantize_pixels(d),
+        own_prediction=lambda switch_normal, config: jnp.asarray(True),
+        denoiser_sizes=lambda wm: (wm.pixel_channels, wm.pixel_depths, wm.pixel_cond_channels),
+        actor_critic_sizes=lambda ac: (ac.channels, ac.down),
+    ),
+}
+
+
+def model_kind(config) -> ModelKind:
+  """The record of `config.wm.kind`; an unknown kind is one clear error."""
+  kind = config.wm.kind
+  if kind not in MODEL_KINDS:
+    raise ValueError(f"unknown config.wm.kind {kind!r}; valid: {', '.join(map(repr, MODEL_KINDS))}")
+  return MODEL_KINDS[kind]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -159,7 +215,7 @@ def _init_world_model(config, num_actions: int, key: jax.Array) -> dict:
   s = state_shape(config)
   n = config.wm.num_cond
   params = {}
-  if config.wm.kind == "jedi":
+  if model_kind(config).has_encoder:
     params["encoder"] = _encoder_net(config).init(k_enc, jnp.zeros((1,) + FRAME_SHAPE))["params"]
   params["denoiser"] = _denoiser_net(config, num_actions).init(
       k_den, jnp.zeros((1,) + s), jnp.zeros((1,)), jnp.zeros((1, n) + s), jnp.zeros((1, n), jnp.int32))["params"]
@@ -200,12 +256,8 @@ def encode(params, obs: jax.Array, config, frame_mask: jax.Array | None = None) 
   frame_mask [...] bool (optional): False frames are padding and enter as zeros, as in DIAMOND.
   """
   x = normalize_frames(obs, frame_mask)
-  if config.wm.kind == "diamond":
-    return x
   lead = x.shape[:-3]
-  z = _encoder_net(config).apply({"params": params["encoder"]}, x.reshape((-1,) + FRAME_SHAPE))
-  if config.wm.latent_clamp:
-    z = clamp_latent(z)
+  z = model_kind(config).encode_frames(params, x.reshape((-1,) + FRAME_SHAPE), config)
   return z.reshape(lead + z.shape[1:])
 
 
@@ -214,9 +266,7 @@ def finalize_denoised(d: jax.Array, config) -> jax.Array:
 
   Pixels: quantised (DIAMOND wrap_model_output). Latents: `clamp_prediction` with wm.prediction_clamp.
   """
-  if config.wm.kind == "diamond":
-    return diffusion.quantize_pixels(d)
-  return clamp_prediction(d, config.wm.prediction_clamp)
+  return model_kind(config).finalize(d, config)
 
 
 def denoise(params, noisy: jax.Array, sigma: jax.Array, cond: jax.Array, cond_actions: jax.Array, config):
@@ -295,31 +345,27 @@ def rew_end_sequence(params, lstm_state, states: jax.Array, actions: jax.Array, 
 
 
 def _masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  mask = mask.astype(ce.dtype)
-  return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+  return diagnostics.masked_mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels), mask)
 
 
-def rew_end_loss(params, states: jax.Array, segment: dict, config):
+def rew_end_loss(params, states: jax.Array, segment: Segment, config):
   """Cross-entropy on sign(reward) (3 classes) and end (2 classes), masked (DIAMOND rew_end_model).
 
   states [B, T + 1, *S] (the segment's frames, encoded); segment: act, rew, end, mask [B, T].
   Returns (loss_rew + loss_end, metrics).
   """
-  act, mask = segment["act"], segment["mask"]
+  act, mask = segment.act, segment.mask
   _, rew_logits, end_logits = rew_end_sequence(params, rew_end_initial_state(config, act.shape[0]), states,
                                                act, config)
-  rew_target = (jnp.sign(segment["rew"]) + 1).astype(jnp.int32)
-  end_target = segment["end"].astype(jnp.int32)
+  rew_target = (jnp.sign(segment.rew) + 1).astype(jnp.int32)
+  end_target = segment.end.astype(jnp.int32)
   loss_rew = _masked_cross_entropy(rew_logits, rew_target, mask)
   loss_end = _masked_cross_entropy(end_logits, end_target, mask)
-  m = mask.astype(jnp.float32)
-  n = jnp.maximum(jnp.sum(m), 1.0)
   metrics = {
       "loss_rew": loss_rew,
       "loss_end": loss_end,
-      "rew_accuracy": jnp.sum((jnp.argmax(rew_logits, -1) == rew_target) * m) / n,
-      "end_accuracy": jnp.sum((jnp.argmax(end_logits, -1) == end_target) * m) / n,
+      "rew_accuracy": diagnostics.masked_mean(jnp.argmax(rew_logits, -1) == rew_target, mask),
+      "end_accuracy": diagnostics.masked_mean(jnp.argmax(end_logits, -1) == end_target, mask),
   }
   # Per-class counts for recall / precision (jedi_jax/diagnostics.py): accuracy hides a head that never
   # predicts the rare classes (DIAMOND logs per-class figures too).
@@ -368,11 +414,7 @@ def dynamics_loss(params, states: jax.Array, actions: jax.Array, target_mask: ja
   sigma_eps = sigma_eps.reshape(p, b)
   offset_eps = offset_eps.reshape((p,) + diffusion.offset_noise_shape((b,) + s))
   noise_eps = noise_eps.reshape((p, b) + s)
-  if wm.kind == "diamond":
-    use_own = jnp.asarray(True)
-  else:
-    # One coin per batch: P(own) = random_switch_prob, from Phi(normal) ~ U(0, 1).
-    use_own = jax.scipy.stats.norm.cdf(switch_eps[0]) < wm.random_switch_prob
+  use_own = model_kind(config).own_prediction(switch_eps[0], config)  # one coin per batch
 
   window = states[:, :n]
   losses = []
@@ -398,13 +440,19 @@ def dynamics_loss(params, states: jax.Array, actions: jax.Array, target_mask: ja
   return loss, metrics
 
 
-def world_model_loss(params, batch: dict, key: jax.Array, config):
+class WorldModelBatch(NamedTuple):
+  """The two replay segment batches of one world-model update (layout in this module's docstring)."""
+  dynamics: Segment  # T = num_cond + num_predictions steps, padding only before the episode start
+  rew_end: Segment   # T = ac.horizon + num_cond steps, padding before the start and after the end
+
+
+def world_model_loss(params, batch: WorldModelBatch, key: jax.Array, config):
   """Total loss = denoising loss + reward loss + end loss, gradients into the encoder from the
   conditioning states and the reward/end model.
 
   Args:
     params: {"encoder" (jedi), "denoiser", "rew_end"}.
-    batch: {"dynamics": Segment, "rew_end": Segment} (CONTRACTS.md; layout in this module's docstring).
+    batch: the dynamics and reward/end segments (layout in this module's docstring).
     key: PRNG key.
     config: frozen config (static under jit).
   Returns:
@@ -415,35 +463,31 @@ def world_model_loss(params, batch: dict, key: jax.Array, config):
   """
   wm = config.wm
   n, p = wm.num_cond, wm.num_predictions
-  dyn, rew = batch["dynamics"], batch["rew_end"]
-  b, t_dyn = dyn["act"].shape
-  t_rew = rew["act"].shape[1]
+  dyn, rew = batch.dynamics, batch.rew_end
+  b, t_dyn = dyn.act.shape
+  t_rew = rew.act.shape[1]
   offset = t_dyn + 1 - (n + p)
   assert offset >= 0, f"dynamics segment of {t_dyn} steps is too short for {n} + {p}"
 
   # Encode every frame of both segments in a single encoder call.
-  dyn_obs = dyn["obs"][:, offset:]
-  dyn_frame_mask = segment_frame_mask(dyn["mask"])[:, offset:]
-  rew_frame_mask = segment_frame_mask(rew["mask"])
-  obs = jnp.concatenate([dyn_obs.reshape((-1,) + FRAME_SHAPE), rew["obs"].reshape((-1,) + FRAME_SHAPE)])
-  frame_mask = jnp.concatenate([dyn_frame_mask.reshape(-1), rew_frame_mask.reshape(-1)])
+  dyn_obs = dyn.obs[:, offset:]
+  dyn_frame_mask = dyn.frame_mask[:, offset:]
+  obs = jnp.concatenate([dyn_obs.reshape((-1,) + FRAME_SHAPE), rew.obs.reshape((-1,) + FRAME_SHAPE)])
+  frame_mask = jnp.concatenate([dyn_frame_mask.reshape(-1), rew.frame_mask.reshape(-1)])
   states = encode(params, obs, config, frame_mask)
   s = states.shape[1:]
   dyn_states = states[:b * (n + p)].reshape((b, n + p) + s)
   rew_states = states[b * (n + p):].reshape((b, t_rew + 1) + s)
 
   k_dyn = jax.random.fold_in(key, 0)
-  loss_dyn, metrics = dynamics_loss(params, dyn_states, dyn["act"][:, offset:offset + n + p - 1],
-                                    dyn["mask"][:, offset + n - 1:], k_dyn, config)
+  loss_dyn, metrics = dynamics_loss(params, dyn_states, dyn.act[:, offset:offset + n + p - 1],
+                                    dyn.mask[:, offset + n - 1:], k_dyn, config)
   loss_rew_end, rew_metrics = rew_end_loss(params, rew_states, rew, config)
   loss = loss_dyn + loss_rew_end
   metrics.update(rew_metrics)
   metrics["loss_total"] = loss
-  if wm.kind == "jedi":
-    m = dyn_frame_mask.reshape(b, n + p, 1, 1, 1).astype(jnp.float32)
-    count = jnp.maximum(jnp.sum(m) * math.prod(s), 1.0)
-    mean = jnp.sum(dyn_states * m) / count
-    metrics["latent_std"] = jnp.sqrt(jnp.sum(jnp.square(dyn_states - mean) * m) / count)
+  if model_kind(config).has_encoder:
+    metrics["latent_std"] = diagnostics.masked_std(dyn_states, dyn_frame_mask.astype(jnp.float32))
     metrics["latent_abs_max"] = jnp.max(jnp.abs(dyn_states))
   return loss, metrics
 
@@ -452,7 +496,7 @@ def world_model_loss(params, batch: dict, key: jax.Array, config):
 # Diagnostics
 # ----------------------------------------------------------------------------------------------------------
 
-def probe_world_model(wm_params, segment, key: jax.Array, config) -> dict:
+def probe_world_model(wm_params, segment: Segment, key: jax.Array, config) -> dict:
   """One-step probes of the world model from real contexts (no gradient, no state change; jedi_jax/diagnostics.py
   says why, docs/metrics.md how to read them).
 
@@ -469,13 +513,13 @@ def probe_world_model(wm_params, segment, key: jax.Array, config) -> dict:
   k = config.wm.num_cond
   sg = jax.lax.stop_gradient
   wm_params = sg(wm_params)
-  obs, act, mask = segment["obs"], segment["act"], segment["mask"]
+  obs, act, mask = segment.obs, segment.act, segment.mask
   b = act.shape[0]
-  frame_mask = segment_frame_mask(mask)
+  frame_mask = segment.frame_mask
   states = encode(wm_params, obs, config, frame_mask)       # [B, K + 1, *S]
   cond, true_next = states[:, :k], states[:, k]
   actions = jnp.where(mask, act, 0).astype(jnp.int32)
-  num_actions = wm_params["denoiser"]["act_emb"]["embedding"].shape[0]
+  num_actions = _num_actions(wm_params)
   k_alt, k_sample = jax.random.split(key)
   alt_last = (actions[:, -1] + jax.random.randint(k_alt, (b,), 1, max(num_actions, 2))) % num_actions
   alt_actions = actions.at[:, -1].set(alt_last)
@@ -486,7 +530,6 @@ def probe_world_model(wm_params, segment, key: jax.Array, config) -> dict:
   weight = mask[:, -1].astype(jnp.float32)                               # the step that produced frame K
   spread = jnp.maximum(diagnostics.masked_std(cond, frame_mask[:, :k].any(axis=1).astype(jnp.float32)), 1e-6)
   per_sample = lambda x: jnp.mean(jnp.square(x).reshape(b, -1), axis=1)  # noqa: E731
-  wmean = lambda x: jnp.sum(x * weight) / jnp.maximum(jnp.sum(weight), 1.0)  # noqa: E731
 
   def reward_probs(next_state, acts):
     seq = jnp.concatenate([cond, next_state[:, None]], axis=1)
@@ -498,11 +541,11 @@ def probe_world_model(wm_params, segment, key: jax.Array, config) -> dict:
   tv = 0.5 * jnp.sum(jnp.abs(probs - probs_alt), axis=-1)
   out = {
       "sampled_latent_std": diagnostics.masked_std(sample, weight),
-      "sample_error": jnp.sqrt(wmean(per_sample(sample - true_next))) / spread,
+      "sample_error": jnp.sqrt(diagnostics.masked_mean(per_sample(sample - true_next), weight)) / spread,
       "action_sensitivity": jnp.sqrt(jnp.mean(per_sample(sample - sample_alt))) / spread,
       "action_sensitivity_reward": jnp.mean(tv),
   }
-  if config.wm.kind == "jedi":
+  if model_kind(config).has_encoder:
     limit = diagnostics.SATURATION * LATENT_CLAMP
     out["sampled_saturated_frac"] = jnp.mean(jnp.abs(sample) >= limit)
     out["latent_saturated_frac"] = jnp.mean(jnp.abs(cond) >= limit)

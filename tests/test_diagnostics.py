@@ -63,13 +63,12 @@ def test_world_model_loss_reports_class_counts():
   params = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0))
   rng = np.random.default_rng(1)
   n, p, h = config.wm.num_cond, config.wm.num_predictions, config.ac.horizon
-  batch = {"dynamics": make_segment(rng, 2, n + p), "rew_end": make_segment(rng, 2, h + n, pad_after=3)}
+  batch = wm.WorldModelBatch(dynamics=make_segment(rng, 2, n + p), rew_end=make_segment(rng, 2, h + n, pad_after=3))
   _, metrics = jax.jit(wm.world_model_loss, static_argnums=3)(params, batch, jax.random.PRNGKey(0), config)
-  valid = float(np.sum(np.asarray(batch["rew_end"]["mask"])))
+  valid = float(np.sum(np.asarray(batch.rew_end.mask)))
   assert sum(float(metrics[f"rew_count_{c}"]) for c in diagnostics.REWARD_CLASSES) == valid
   assert sum(float(metrics[f"rew_predicted_{c}"]) for c in diagnostics.REWARD_CLASSES) == valid
-  assert float(metrics["end_count"]) == float(np.sum(np.asarray(batch["rew_end"]["end"])
-                                                     & np.asarray(batch["rew_end"]["mask"])))
+  assert float(metrics["end_count"]) == float(np.sum(np.asarray(batch.rew_end.end) & np.asarray(batch.rew_end.mask)))
 
 
 class _ActionDenoiserNet:
@@ -102,8 +101,8 @@ def test_probe_action_sensitivity(monkeypatch, scale):
     assert float(probe["action_sensitivity_reward"]) < 1e-6
   else:
     # RMS over the batch of scale * |a - a'|, over the encoder latents' spread.
-    frame_mask = wm.segment_frame_mask(segment["mask"])
-    cond = wm.encode(params, segment["obs"][:, :config.wm.num_cond], config, frame_mask[:, :config.wm.num_cond])
+    k = config.wm.num_cond
+    cond = wm.encode(params, segment.obs[:, :k], config, segment.frame_mask[:, :k])
     spread = float(jnp.std(cond))
     ratio = float(probe["action_sensitivity"]) * spread / scale
     assert 1.0 - 1e-5 <= ratio <= NUM_ACTIONS - 1 + 1e-5   # float rounding of the two spreads

@@ -12,6 +12,7 @@ import pytest
 from jedi_jax import agent
 from jedi_jax import config as config_lib
 from jedi_jax import imagination
+from jedi_jax.replay import Segment
 
 from conftest import PATCH_ENCODER
 
@@ -20,7 +21,7 @@ REWARDED_ACTION = 1
 NUM_ACTIONS = 3
 
 
-# --- A stub world model with the CONTRACTS signatures ---------------------------------------------
+# --- A stub world model with the signatures of imagination.WorldModelFns -------------------------------
 # Every output depends on the params, so a missing stop_gradient would show up as a non-zero gradient.
 
 def stub_params(end_logit: float = -2.0):
@@ -66,8 +67,7 @@ STUB_WM = imagination.WorldModelFns(
 
 def tiny_config(horizon: int = 5, kind: str = "jedi", **ac_overrides):
   c = config_lib.debug()
-  for path, value in PATCH_ENCODER.items():
-    config_lib.set_field(c, path, value)
+  config_lib.set_fields(c, PATCH_ENCODER)
   c.wm.kind = kind
   c.ac.horizon = horizon
   for k, v in ac_overrides.items():
@@ -85,8 +85,8 @@ def make_start(key, batch_size: int, num_cond: int = 4, num_actions: int = NUM_A
     mask = mask.at[0, 0].set(False)
     obs = obs.at[0, 0].set(0)
     act = act.at[0, 0].set(0)
-  return {"obs": obs, "act": act, "mask": mask, "rew": jnp.zeros((batch_size, num_cond)),
-          "end": jnp.zeros((batch_size, num_cond), bool), "trunc": jnp.zeros((batch_size, num_cond), bool)}
+  return Segment(obs=obs, act=act, rew=jnp.zeros((batch_size, num_cond)), end=jnp.zeros((batch_size, num_cond), bool),
+                 trunc=jnp.zeros((batch_size, num_cond), bool), mask=mask)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "wm"))
@@ -157,7 +157,7 @@ def test_start_encoding_masks_padding_and_burns_in():
   cond, cond_actions = imagination.encode_start(stub_params(), start, config, STUB_WM)
   assert cond.shape == (3, 4, *STUB_SHAPE) and cond_actions.shape == (3, 4)
   np.testing.assert_array_equal(cond[0, 0], 0.0)
-  np.testing.assert_allclose(cond[1], stub_encode(stub_params(), start["obs"][1, :4], config), atol=1e-6)
+  np.testing.assert_allclose(cond[1], stub_encode(stub_params(), start.obs[1, :4], config), atol=1e-6)
   # The trajectory's first state is the newest start state.
   traj = _imagine(stub_params(), init_ac_params(config), start, jax.random.key(2), config, STUB_WM)
   np.testing.assert_allclose(traj.states[0], cond[:, -1], atol=1e-6)

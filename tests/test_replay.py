@@ -175,7 +175,7 @@ def test_episode_becomes_live_once_its_next_frame_is_stored():
   state = step(state, *args(0, False, True))
   assert int(replay.num_episodes(state)) == 0 and int(replay.num_steps(state)) == 1
   seg = replay.sample_segments(state, jax.random.key(0), 16, 3, pad_after_end=True)
-  assert not seg["mask"].any() and not seg["obs"].any()  # nothing sampleable: all padding
+  assert not seg.mask.any() and not seg.obs.any()  # nothing sampleable: all padding
   state = step(state, *args(1, True, True))  # game over: the next row is the dummy
   assert int(replay.num_episodes(state)) == 1
   state = step(state, *args(2, False, False))
@@ -184,8 +184,8 @@ def test_episode_becomes_live_once_its_next_frame_is_stored():
   seg = jax.tree.map(np.asarray, seg)
   seen = set()
   for b in range(16):  # only steps 0 and 1; the frame after step 1 is the dummy row's (the final frame)
-    idx = np.flatnonzero(seg["mask"][b])
-    frames = [decode(seg["obs"][b, i])[1] for i in range(idx[0], idx[-1] + 2)]
+    idx = np.flatnonzero(seg.mask[b])
+    frames = [decode(seg.obs[b, i])[1] for i in range(idx[0], idx[-1] + 2)]
     assert frames == list(range(frames[0], frames[0] + len(idx) + 1)) and frames[-1] <= 2
     seen.update(frames[:-1])
   assert seen == {0, 1}
@@ -202,13 +202,13 @@ def check_segments(seg, ref, length, pad_after_end):
   """Every segment: one episode, consecutive present steps, exact rows, the next-frame rule, padding."""
   seg = jax.tree.map(np.asarray, seg)
   live = set(ref.live())
-  for b in range(seg["mask"].shape[0]):
-    mask = seg["mask"][b]
+  for b in range(seg.mask.shape[0]):
+    mask = seg.mask[b]
     idx = np.flatnonzero(mask)
     assert len(idx) > 0
     i0, i1 = idx[0], idx[-1]
     assert (idx == np.arange(i0, i1 + 1)).all()
-    envs, steps = zip(*(decode(seg["obs"][b, i]) for i in idx))
+    envs, steps = zip(*(decode(seg.obs[b, i]) for i in idx))
     env = envs[0]
     assert set(envs) == {env} and list(steps) == list(range(steps[0], steps[0] + len(idx)))
     rows = [ref.rows[env][a] for a in steps]
@@ -217,12 +217,12 @@ def check_segments(seg, ref, length, pad_after_end):
     lo, hi = ref.sampleable(ids.pop())
     assert lo <= steps[0] and steps[-1] < hi
     for key in ("act", "rew", "end", "trunc"):
-      np.testing.assert_array_equal(seg[key][b, idx], [r[key] for r in rows])
-      assert not seg[key][b, ~mask].any()
-    assert decode(seg["obs"][b, i1 + 1]) == (env, steps[-1] + 1)  # the frame after the last step
+      np.testing.assert_array_equal(getattr(seg, key)[b, idx], [r[key] for r in rows])
+      assert not getattr(seg, key)[b, ~mask].any()
+    assert decode(seg.obs[b, i1 + 1]) == (env, steps[-1] + 1)  # the frame after the last step
     real_frames = np.zeros(length + 1, bool)
     real_frames[i0:i1 + 2] = True
-    assert not seg["obs"][b, ~real_frames].any()
+    assert not seg.obs[b, ~real_frames].any()
     if i0 > 0:
       assert steps[0] == lo  # padding before: the segment starts at the episode's first step
     if i1 < length - 1:
@@ -240,8 +240,8 @@ def test_segments_stay_in_one_episode(pad_after_end):
   assert int(replay.num_episodes(state)) > 8
   seg = replay.sample_segments(state, jax.random.key(3), 512, length, pad_after_end=pad_after_end)
   seg = check_segments(seg, ref, length, pad_after_end)
-  padded_before = (~seg["mask"][:, 0]).mean()
-  padded_after = (~seg["mask"][:, -1]).mean()
+  padded_before = (~seg.mask[:, 0]).mean()
+  padded_after = (~seg.mask[:, -1]).mean()
   assert padded_before > 0.02
   assert (padded_after > 0.02) if pad_after_end else padded_after == 0
 
@@ -256,10 +256,10 @@ def test_segment_shapes_full_frames():
                  jnp.array([True]))
   seg = replay.sample_segments(state, jax.random.key(0), 5, 7, pad_after_end=False)
   spec = replay.segment_shapes(5, 7)
-  assert set(seg) == set(replay.SEGMENT_KEYS) == set(spec)
-  for k, v in seg.items():
-    assert (v.shape, v.dtype) == (spec[k].shape, spec[k].dtype), k
-  assert seg["obs"][:, -1].all()  # the frame after the last step is real (no padding after the end)
+  assert isinstance(seg, replay.Segment)
+  for k, v, s in zip(seg._fields, seg, spec):
+    assert (v.shape, v.dtype) == (s.shape, s.dtype), k
+  assert seg.obs[:, -1].all()  # the frame after the last step is real (no padding after the end)
 
 
 # --- Sampling frequencies ------------------------------------------------------------------------
@@ -270,8 +270,8 @@ def sampled_steps(state, num, key):
   draws = []
   for i in range(num // 4096):
     seg = replay.sample_segments(state, jax.random.fold_in(key, i), 4096, 1, pad_after_end=True)
-    assert bool(seg["mask"].all())
-    draws.append(np.asarray(seg["obs"][:, 0]).reshape(4096, -1)[:, :3])
+    assert bool(seg.mask.all())
+    draws.append(np.asarray(seg.obs[:, 0]).reshape(4096, -1)[:, :3])
   return [decode(f) for f in np.concatenate(draws)]
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from jedi_jax import config as config_lib
 from jedi_jax import world_model as wm
+from jedi_jax.replay import Segment
 
 NUM_ACTIONS = 4
 ASSUMED_ACTOR_CRITIC_PARAMS = 2_000_000   # the latent actor-critic is written elsewhere; ~2M assumed
@@ -46,7 +47,7 @@ def tiny_config(kind="jedi", optim=None, **wm_overrides):
 
 
 def make_segment(rng, b, t, pad_before=0, pad_after=0):
-  """A Segment (CONTRACTS.md) with `pad_before` padded steps in row 0 and `pad_after` in row 1."""
+  """A replay Segment with `pad_before` padded steps in row 0 and `pad_after` in row 1."""
   mask = np.ones((b, t), bool)
   mask[0, :pad_before] = False
   if pad_after:
@@ -55,19 +56,17 @@ def make_segment(rng, b, t, pad_before=0, pad_after=0):
   if pad_after:
     end[1, t - pad_after - 1] = True
   obs = rng.integers(0, 256, (b, t + 1, 64, 64, 3)).astype(np.uint8)
-  frame_mask = np.asarray(wm.segment_frame_mask(jnp.asarray(mask)))
-  obs[~frame_mask] = 0
   rew = rng.integers(-1, 2, (b, t)).astype(np.float32) * mask
-  return {"obs": jnp.asarray(obs), "act": jnp.asarray(rng.integers(0, NUM_ACTIONS, (b, t)) * mask, jnp.int32),
-          "rew": jnp.asarray(rew), "end": jnp.asarray(end), "trunc": jnp.zeros((b, t), bool),
-          "mask": jnp.asarray(mask)}
+  seg = Segment(obs=jnp.asarray(obs), act=jnp.asarray(rng.integers(0, NUM_ACTIONS, (b, t)) * mask, jnp.int32),
+                rew=jnp.asarray(rew), end=jnp.asarray(end), trunc=jnp.zeros((b, t), bool), mask=jnp.asarray(mask))
+  return seg._replace(obs=jnp.where(seg.frame_mask[..., None, None, None], seg.obs, 0))
 
 
 def make_batch(config, seed=0, b=2):
   rng = np.random.default_rng(seed)
   t_dyn = config.wm.num_cond + config.wm.num_predictions
-  return {"dynamics": make_segment(rng, b, t_dyn, pad_before=3),
-          "rew_end": make_segment(rng, b, 5, pad_before=2, pad_after=2)}
+  return wm.WorldModelBatch(dynamics=make_segment(rng, b, t_dyn, pad_before=3),
+                            rew_end=make_segment(rng, b, 5, pad_before=2, pad_after=2))
 
 
 def _norm(tree):
@@ -200,15 +199,13 @@ def test_masked_steps_are_excluded_from_every_loss():
   loss = lambda b: _weighted_loss_grad(config)(params, b, jax.random.PRNGKey(2), jnp.ones(2))[1]
   base = loss(batch)
   # Garbage in padded steps: frames, actions, rewards, end flags.
-  changed = jax.tree.map(lambda x: x, batch)
-  for name, seg in changed.items():
-    mask = np.asarray(seg["mask"])
-    frame_mask = np.asarray(wm.segment_frame_mask(seg["mask"]))
-    obs = np.asarray(seg["obs"]).copy()
-    obs[~frame_mask] = 77
-    seg["obs"] = jnp.asarray(obs)
-    seg["rew"] = jnp.where(mask, seg["rew"], 5.0)
-    seg["end"] = jnp.where(mask, seg["end"], True)
+  def garbage(seg):
+    obs = np.asarray(seg.obs).copy()
+    obs[~np.asarray(seg.frame_mask)] = 77
+    return seg._replace(obs=jnp.asarray(obs), rew=jnp.where(seg.mask, seg.rew, 5.0),
+                        end=jnp.where(seg.mask, seg.end, True))
+
+  changed = wm.WorldModelBatch(*(garbage(seg) for seg in batch))
   after = loss(changed)
   for name in ("loss_denoising", "loss_rew", "loss_end"):
     assert float(after[name]) == pytest.approx(float(base[name]), rel=1e-6), name

@@ -25,8 +25,9 @@ from ale_py import roms
 from ale_py.vector_env import AtariVectorEnv
 
 from jedi_jax.envs import protocol
-from jedi_jax.envs.base import OBS_SHAPE, AtariBatchEnv
+from jedi_jax.envs.base import AtariBatchEnv
 from jedi_jax.envs.protocol import RawStep
+from jedi_jax.types import FRAME_SHAPE
 
 FRAME_SKIP = 4                        # DIAMOND's fixed frame skip
 STOCHASTIC_FRAME_SKIPS = (2, 6)       # 2605.13013: frame skip ~ U{2, ..., 6} (inclusive bounds)
@@ -35,7 +36,7 @@ STOCHASTIC_FRAME_SKIPS = (2, 6)       # 2605.13013: frame skip ~ U{2, ..., 6} (i
 def ale_vector_options(max_episode_steps: int, noop_max: int) -> dict:
   """`AtariVectorEnv` options for the Atari100k protocol (DIAMOND src/envs/env.py)."""
   return dict(
-      img_height=64, img_width=64, grayscale=False, stack_num=1,
+      img_height=FRAME_SHAPE[0], img_width=FRAME_SHAPE[1], grayscale=False, stack_num=1,
       frameskip=FRAME_SKIP, maxpool=True,
       repeat_action_probability=0.0, full_action_space=False,
       noop_max=noop_max,                 # ale-py draws 0..noop_max-1 no-ops (envpool: 1..noop_max)
@@ -105,7 +106,7 @@ class StochasticAleAtari(AtariBatchEnv):
                      noop_max=noop_max)
     self.backend_config = dict(
         frame_skip_low=STOCHASTIC_FRAME_SKIPS[0], frame_skip_high=STOCHASTIC_FRAME_SKIPS[1],
-        maxpool=True, img_height=64, img_width=64, repeat_action_probability=0.0,
+        maxpool=True, img_height=FRAME_SHAPE[0], img_width=FRAME_SHAPE[1], repeat_action_probability=0.0,
         full_action_space=False, noop_max=self.noop_max, use_fire_reset=False,
         max_episode_steps=self.max_episode_steps, reward_clip=False)
     ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
@@ -113,8 +114,8 @@ class StochasticAleAtari(AtariBatchEnv):
     self._build(self.seed)
     self.action_space = gymnasium.spaces.Discrete(len(self._action_set))
     height, width = self._ales[0].getScreenDims()
-    self._resize_rows = area_resize_taps(height, OBS_SHAPE[0])
-    self._resize_cols = area_resize_taps(width, OBS_SHAPE[1])
+    self._resize_rows = area_resize_taps(height, FRAME_SHAPE[0])
+    self._resize_cols = area_resize_taps(width, FRAME_SHAPE[1])
     # Last two raw frames of every env, for the max-pool: [N, 2, H, W, 3].
     self._frames = np.zeros((self.num_envs, 2, height, width, 3), np.uint8)
     self._slot = np.zeros((self.num_envs,), np.int64)   # which of the two slots to write next

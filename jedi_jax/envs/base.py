@@ -17,8 +17,7 @@ import numpy as np
 
 from jedi_jax.envs import protocol
 from jedi_jax.envs.protocol import EnvState, RawStep, StepOutput
-
-OBS_SHAPE = (64, 64, 3)  # one RGB frame, NHWC (DIAMOND's 64x64 RGB observations)
+from jedi_jax.types import FRAME_SHAPE
 
 StepFn = Callable[[EnvState, jax.Array], tuple[EnvState, StepOutput]]
 RawStepFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, RawStep]]  # (handle, actions)
@@ -51,8 +50,8 @@ class AtariBatchEnv:
     self.train = bool(train)
     self.max_episode_steps = int(max_episode_steps)
     self.noop_max = int(noop_max)
-    self.single_observation_space = gymnasium.spaces.Box(0, 255, OBS_SHAPE, np.uint8)
-    self.observation_space = gymnasium.spaces.Box(0, 255, (self.num_envs,) + OBS_SHAPE, np.uint8)
+    self.single_observation_space = gymnasium.spaces.Box(0, 255, FRAME_SHAPE, np.uint8)
+    self.observation_space = gymnasium.spaces.Box(0, 255, (self.num_envs,) + FRAME_SHAPE, np.uint8)
     self.action_space: gymnasium.spaces.Discrete = None  # set by the backend
     self.backend_config: dict[str, Any] = {}
     self._state: EnvState | None = None  # host-side protocol state of the gymnasium API
@@ -170,7 +169,7 @@ class AtariBatchEnv:
 
   def _host_raw_step(self) -> RawStepFn:
     n = self.num_envs
-    shapes = RawStep(obs=jax.ShapeDtypeStruct((n,) + OBS_SHAPE, jnp.uint8),
+    shapes = RawStep(obs=jax.ShapeDtypeStruct((n,) + FRAME_SHAPE, jnp.uint8),
                      reward=jax.ShapeDtypeStruct((n,), jnp.float32),
                      game_over=jax.ShapeDtypeStruct((n,), jnp.bool_),
                      truncated=jax.ShapeDtypeStruct((n,), jnp.bool_),

@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jedi_jax.types import FRAME_SHAPE
+
 ROWS = 10
 COLUMNS = 5
 NUM_ACTIONS = 3
@@ -34,7 +36,7 @@ PADDLE_MOVES = (-1, 0, 1)          # action 0: left, 1: stay, 2: right (bsuite's
 PADDLE_ROW = ROWS - 1
 PADDLE_START = COLUMNS // 2
 
-FRAME_SIZE = 64
+FRAME_SIZE = FRAME_SHAPE[0]
 # Board cell of every pixel row / column: pixel y shows row y * ROWS // 64 (blocks of 6-7 pixels),
 # pixel x column x * COLUMNS // 64 (blocks of 12-13 pixels).
 PIXEL_ROW = np.arange(FRAME_SIZE) * ROWS // FRAME_SIZE         # [64]

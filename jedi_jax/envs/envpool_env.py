@@ -22,12 +22,13 @@ import numpy as np
 from jedi_jax.envs import protocol
 from jedi_jax.envs.base import AtariBatchEnv
 from jedi_jax.envs.protocol import RawStep
+from jedi_jax.types import FRAME_SHAPE
 
 
 def envpool_options(max_episode_steps: int, noop_max: int) -> dict:
   """envpool Atari options for the Atari100k protocol (DIAMOND src/envs/env.py)."""
   return dict(
-      img_height=64, img_width=64, gray_scale=False, stack_num=1, use_inter_area_resize=True,
+      img_height=FRAME_SHAPE[0], img_width=FRAME_SHAPE[1], gray_scale=False, stack_num=1, use_inter_area_resize=True,
       frame_skip=4,                      # envpool always max-pools the last 2 raw frames
       repeat_action_probability=0.0,     # no sticky actions
       full_action_space=False,           # minimal action set

@@ -51,8 +51,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jedi_jax.types import FRAME_SHAPE
+
 GRID = 10                          # MinAtar's 10x10 board
-FRAME_SIZE = 64
+FRAME_SIZE = FRAME_SHAPE[0]
 # Grid cell of every pixel row / column (blocks of 6-7 pixels).
 PIXEL_CELL = np.arange(FRAME_SIZE) * GRID // FRAME_SIZE     # [64]
 BACKGROUND_RGB = (0, 0, 0)

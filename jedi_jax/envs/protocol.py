@@ -20,20 +20,14 @@ Each backend (envpool, ale-py, pure-JAX games) produces a `RawStep` per agent st
 
 from __future__ import annotations
 
-import importlib.resources
 import re
 from typing import Any, NamedTuple
 
 import flax.struct
 import numpy as np
 
+from jedi_jax.atari100k import GAMES, did_you_mean
 
-def _read_games() -> tuple[str, ...]:
-  text = importlib.resources.files("jedi_jax").joinpath("data/atari100k_games.txt").read_text()
-  return tuple(line.strip() for line in text.splitlines() if line.strip())
-
-
-GAMES: tuple[str, ...] = _read_games()  # the 26 Atari100k games, e.g. "Breakout", "MsPacman"
 JAX_GAMES: tuple[str, ...] = ("Catch", "MinAtar-Breakout", "MinAtar-Asterix", "MinAtar-Freeway",
                               "MinAtar-SpaceInvaders")  # pure-JAX games (backend "jax", `jedi_jax/envs/jax_env.py`)
 
@@ -44,8 +38,8 @@ def check_game(game: str, backend: str | None = None) -> str:
   Atari100k games run on the "envpool" and "ale" backends, the pure-JAX games on "jax" only.
   """
   if game not in GAMES and game not in JAX_GAMES:
-    raise ValueError(f"unknown game {game!r}; valid Atari100k games: {', '.join(GAMES)}; "
-                     f"pure-JAX games (env.backend 'jax'): {', '.join(JAX_GAMES)}")
+    raise ValueError(f"unknown game {game!r}{did_you_mean(game, GAMES + JAX_GAMES)}; valid Atari100k games: "
+                     f"{', '.join(GAMES)}; pure-JAX games (env.backend 'jax'): {', '.join(JAX_GAMES)}")
   if backend is not None and (backend == "jax") != (game in JAX_GAMES):
     need = "'jax'" if game in JAX_GAMES else "'envpool' or 'ale'"
     raise ValueError(f"game {game!r} needs env.backend {need}, got {backend!r}")

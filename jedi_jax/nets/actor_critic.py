@@ -6,7 +6,7 @@ Porting choices kept from DIAMOND: forget-gate bias 1 (blocks.LSTMCell, DIAMOND 
 zero-initialised actor and critic heads (weights and biases), so the initial policy is uniform and the
 initial value is 0.
 
-Two input kinds, chosen by `config.wm.kind`:
+Two input kinds, chosen by `config.wm.kind` (`world_model.ModelKind.actor_critic_sizes`):
   * "jedi":    encoder latents [B, 8, 8, 16] -> CNN `ac.latent_channels`/`ac.latent_down`.
   * "diamond": frames in [-1, 1], [B, 64, 64, 3] -> DIAMOND's CNN `ac.channels`/`ac.down`.
 """
@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jedi_jax import world_model
 from jedi_jax.nets.blocks import Conv3x3, LSTMCell, LSTMState, SmallResBlock, lstm_zero_state
 
 
@@ -51,12 +52,7 @@ class ActorCritic(nn.Module):
 def actor_critic_module(config, num_actions: int) -> ActorCritic:
   """The network for `config.wm.kind`: latent CNN for "jedi", DIAMOND's pixel CNN for "diamond"."""
   ac = config.ac
-  if config.wm.kind == "jedi":
-    channels, down = ac.latent_channels, ac.latent_down
-  elif config.wm.kind == "diamond":
-    channels, down = ac.channels, ac.down
-  else:
-    raise ValueError(f"unknown wm.kind {config.wm.kind!r}; valid: 'jedi', 'diamond'")
+  channels, down = world_model.model_kind(config).actor_critic_sizes(ac)
   return ActorCritic(num_actions=num_actions, channels=tuple(channels), down=tuple(bool(d) for d in down),
                      lstm_dim=ac.lstm_dim)
 
