@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -80,10 +80,12 @@ def _one_replica(x):
 
 
 class Checkpointer:
-  """Thin wrapper of `ocp.CheckpointManager` keyed by epoch."""
+  """Thin wrapper of `ocp.CheckpointManager` keyed by epoch; reports through `log` (one line per call)."""
 
-  def __init__(self, workdir: str, max_to_keep: int = 3, *, read_only: bool = False):
+  def __init__(self, workdir: str, max_to_keep: int = 3, *, read_only: bool = False,
+               log: Callable[[str], Any] = print):
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+    self.log = log
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -102,7 +104,7 @@ class Checkpointer:
   def restore_latest(self, template_state, template_extra: dict[str, Any] | None = None):
     """Restores the newest readable checkpoint into `template_state`'s structure.
 
-    Falls back to older checkpoints when the newest cannot be read (printing one line per skipped one);
+    Falls back to older checkpoints when the newest cannot be read (logging one line per skipped one);
     raises `WorkdirError` when none can. Returns (epoch, state, extra) or None when there is none.
     """
     epochs = self.epochs()
@@ -116,10 +118,10 @@ class Checkpointer:
     for epoch in reversed(epochs):
       try:
         item = self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
-        _check_shapes_match(item["state"], target["state"])
+        _check_shapes_and_dtypes_match(item["state"], target["state"])
       except Exception as e:  # orbax/tensorstore raise many types for a damaged checkpoint
         errors.append(f"epoch {epoch}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
-        print(f"checkpoint at epoch {epoch} is unreadable ({errors[-1]}); trying an older one", flush=True)
+        self.log(f"checkpoint at epoch {epoch} is unreadable ({errors[-1]}); trying an older one")
         continue
       state = template_state.replace(**item["state"])
       self._set_aside(e for e in epochs if e > epoch)
@@ -142,8 +144,9 @@ def _abstract(x):
   return jax.ShapeDtypeStruct(x.shape, x.dtype)
 
 
-def _check_shapes_match(restored, target) -> None:
-  """Shapes and dtypes must match the template (a checkpoint from another config fails here)."""
-  for r, t in zip(jax.tree.leaves(restored), jax.tree.leaves(target)):
+def _check_shapes_and_dtypes_match(restored, target) -> None:
+  """Every restored leaf must have its template leaf's shape and dtype (a checkpoint from another config fails
+  here)."""
+  for r, t in zip(jax.tree.leaves(restored), jax.tree.leaves(target), strict=True):
     if r.shape != t.shape or r.dtype != t.dtype:
       raise ValueError(f"leaf {r.shape} {r.dtype} does not match expected {t.shape} {t.dtype}")

@@ -42,28 +42,11 @@ def edm_scalings(sigma: jax.Array, sigma_data: float = 0.5, sigma_offset_noise: 
   return c_in, c_out, c_skip, c_noise
 
 
-def sample_training_sigma(key: jax.Array, batch_size: int, loc: float, scale: float,
-                          sigma_min: float, sigma_max: float) -> jax.Array:
-  """sigma = exp(N(loc, scale^2)) clipped (not resampled) to [sigma_min, sigma_max] (DIAMOND). Returns [B]."""
-  return training_sigma_from_normal(jax.random.normal(key, (batch_size,)), loc, scale, sigma_min, sigma_max)
-
-
 def training_sigma_from_normal(eps: jax.Array, loc: float, scale: float, sigma_min: float,
                                sigma_max: float) -> jax.Array:
-  """`sample_training_sigma` given standard normals eps [B]."""
+  """Training noise levels from standard normals eps [B]: sigma = exp(loc + scale eps), i.e. ln sigma ~
+  N(loc, scale^2), clipped (not resampled) to [sigma_min, sigma_max] (DIAMOND). Returns [B]."""
   return jnp.clip(jnp.exp(loc + scale * eps), sigma_min, sigma_max)
-
-
-def add_noise(key: jax.Array, clean: jax.Array, sigma: jax.Array, sigma_offset_noise: float) -> jax.Array:
-  """Noises `clean` [B, ..., C] at per-sample `sigma` [B], plus DIAMOND's offset noise.
-
-  The offset noise is sigma_offset_noise * N(0, 1), one value per sample and channel, shared over all
-  spatial positions (DIAMOND denoiser.py apply_noise).
-  """
-  k_offset, k_noise = jax.random.split(key)
-  offset_eps = jax.random.normal(k_offset, offset_noise_shape(clean.shape), clean.dtype)
-  noise_eps = jax.random.normal(k_noise, clean.shape, clean.dtype)
-  return add_noise_from_normals(clean, sigma, sigma_offset_noise, offset_eps, noise_eps)
 
 
 def offset_noise_shape(shape) -> tuple:
@@ -73,7 +56,9 @@ def offset_noise_shape(shape) -> tuple:
 
 def add_noise_from_normals(clean: jax.Array, sigma: jax.Array, sigma_offset_noise: float,
                            offset_eps: jax.Array, noise_eps: jax.Array) -> jax.Array:
-  """`add_noise` given standard normals offset_eps [B, 1, ..., 1, C] and noise_eps [B, ..., C]."""
+  """Noises `clean` [B, ..., C] at per-sample `sigma` [B] (noise_eps [B, ..., C] standard normals), plus
+  DIAMOND's offset noise sigma_offset_noise * offset_eps, offset_eps [B, 1, ..., 1, C]: one value per sample
+  and channel, shared over all spatial positions (DIAMOND denoiser.py apply_noise)."""
   return clean + sigma_offset_noise * offset_eps + noise_eps * _expand(sigma, clean.ndim)
 
 

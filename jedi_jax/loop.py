@@ -236,7 +236,7 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
   if mesh is not None:
     parallel.per_device_batch(cfg.optim.batch_size, mesh)  # validates before any work
   resumed = ckpt_lib.check_or_write_config(workdir, config)
-  checkpointer = ckpt_lib.Checkpointer(workdir, cfg.run.checkpoints_to_keep)
+  checkpointer = ckpt_lib.Checkpointer(workdir, cfg.run.checkpoints_to_keep, log=log)
   s = cfg.schedule
   seeds = [cfg.seed + k for k in range(num_seeds)]
   who = f"seeds={seeds} (vmapped in one program)" if packed else f"seed={cfg.seed}"

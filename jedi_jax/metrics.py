@@ -11,8 +11,9 @@ Definitions (JEDI arXiv 2505.19698 and 2605.13013; rliable's conventions, Agarwa
   * num_superhuman: games whose mean HNS is >= 1 (a score equal to the human score counts, as in DIAMOND's
     Table 1 where IRIS's Pong score 14.6 = human counts; a 1e-9 tolerance absorbs float rounding).
   * Agent-Optimal / Human-Optimal (arXiv 2505.19698): a game is Agent-Optimal when the mean HNS of IRIS, TWM,
-    DreamerV3 and STORM (per-game means) exceeds 0.75. Every aggregate is also reported on both sets, with keys
-    prefixed `agent_optimal_` and `human_optimal_`.
+    DreamerV3 and STORM (per-game means) exceeds 0.75 (the sets ship in `data/atari100k_split.json`;
+    tests/test_metrics.py recomputes them by this rule). Every aggregate is also reported on both sets, with
+    keys prefixed `agent_optimal_` and `human_optimal_`.
   * CIs: stratified bootstrap (seeds resampled with replacement within each game), percentile intervals.
 
 Inputs are `scores: {game: per-seed raw scores}`; a single number or a one-element list is one "seed" (e.g. a
@@ -47,10 +48,6 @@ AGENT_OPTIMAL, HUMAN_OPTIMAL = _load_split()
 BASELINES: tuple[str, ...] = tuple(next(csv.reader(io.StringIO(read_data("atari100k_baselines.csv"))))[1:])
 # Baselines whose per-seed scores are shipped (results/data/*.json of the IRIS and DIAMOND repositories).
 PER_RUN_BASELINES: tuple[str, ...] = ("IRIS", "DIAMOND")
-
-# The split rule of arXiv 2505.19698.
-SPLIT_BASELINES: tuple[str, ...] = ("IRIS", "TWM", "DreamerV3", "STORM")
-SPLIT_THRESHOLD = 0.75
 
 HAR_HNS_OFFSET = 0.1          # Har-HNS: 1 / (HNS + 0.1)
 SUPERHUMAN_TOLERANCE = 1e-9   # mean HNS >= 1 - tol counts as superhuman
@@ -338,31 +335,3 @@ def performance_profile_ci(scores: Mapping[str, object], taus, num_reps: int = 2
   tail = 100.0 * (1.0 - confidence) / 2.0
   lo, hi = np.percentile(np.concatenate(profiles), [tail, 100.0 - tail], axis=0)
   return lo, hi
-
-
-# --- The Agent-Optimal / Human-Optimal split -------------------------------------------------------------
-
-
-def split_from_baselines(baselines: Sequence[str] = SPLIT_BASELINES,
-                         threshold: float = SPLIT_THRESHOLD) -> tuple[tuple[str, ...], tuple[str, ...]]:
-  """Recomputes the split: Agent-Optimal iff the mean over `baselines` of their per-game-mean HNS > threshold.
-
-  Returns:
-    `(agent_optimal, human_optimal)`, each in `GAMES` order.
-  """
-  agent, human = [], []
-  for game in GAMES:
-    mean_hns = np.mean([human_normalized(game, _baseline_table()[b][game]) for b in baselines])
-    (agent if mean_hns > threshold else human).append(game)
-  return tuple(agent), tuple(human)
-
-
-def check_split() -> None:
-  """Raises `AssertionError` unless `split_from_baselines()` reproduces `AGENT_OPTIMAL` / `HUMAN_OPTIMAL`."""
-  agent, human = split_from_baselines()
-  if set(agent) != set(AGENT_OPTIMAL) or set(human) != set(HUMAN_OPTIMAL):
-    raise AssertionError(
-        f"recomputed split disagrees with atari100k_split.json: "
-        f"agent-optimal only recomputed {sorted(set(agent) - set(AGENT_OPTIMAL))}, "
-        f"only listed {sorted(set(AGENT_OPTIMAL) - set(agent))}")
-

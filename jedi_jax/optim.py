@@ -7,7 +7,8 @@ embeddings). The world model has three parameter groups (`world_model.world_mode
 actor-critic one (`agent.actor_critic_optimizer`).
 
 `adamw_group` is that update for one group, with the same arithmetic as
-`optax.chain(optax.clip_by_global_norm(n), optax.adamw(lr, eps=eps, weight_decay=wd, mask=decay_mask))`.
+`optax.chain(optax.clip_by_global_norm(n), optax.adamw(lr, eps=eps, weight_decay=wd, mask=...))` with the mask
+true on the leaves `is_decayed` picks.
 The difference is in the program, not the numbers: the group's leaves are raveled into two vectors (the
 decayed kernels and the rest) and the moments live there, so an update is a few dozen operations whatever
 the number of leaves. Per leaf, optax emits ~45 operations: 8,000 of the ~37,000 of a small preset's epoch
@@ -33,11 +34,6 @@ def is_decayed(path) -> bool:
   """Weight decay applies to kernels only (DIAMOND `configure_opt`: no decay on biases, norm scales or
   embeddings). `path` is a key path from `jax.tree_util`."""
   return getattr(path[-1], "key", None) == "kernel"
-
-
-def decay_mask(params: PyTree) -> PyTree:
-  """A tree of bools like `params`: True on the leaves that weight decay applies to."""
-  return jax.tree_util.tree_map_with_path(lambda path, _: is_decayed(path), params)
 
 
 def warmup_schedule(lr: float, warmup_steps: int) -> Schedule:

@@ -73,19 +73,6 @@ class Segment(NamedTuple):
     return jnp.concatenate([self.mask, no], -1) | jnp.concatenate([no, self.mask], -1)
 
 
-def segment_shapes(batch_size: int, length: int, obs_shape: Sequence[int] = FRAME_SHAPE) -> Segment:
-  """The shapes and dtypes (`jax.ShapeDtypeStruct`) of a `Segment` of `batch_size` segments of `length` steps."""
-  b, t = batch_size, length
-  return Segment(
-      obs=jax.ShapeDtypeStruct((b, t + 1, *obs_shape), jnp.uint8),
-      act=jax.ShapeDtypeStruct((b, t), jnp.int32),
-      rew=jax.ShapeDtypeStruct((b, t), jnp.float32),
-      end=jax.ShapeDtypeStruct((b, t), jnp.bool_),
-      trunc=jax.ShapeDtypeStruct((b, t), jnp.bool_),
-      mask=jax.ShapeDtypeStruct((b, t), jnp.bool_),
-  )
-
-
 class ReplayState(flax.struct.PyTreeNode):
   """Per-env ring of rows plus the episode table. E envs, C rows per env, M episode slots."""
   obs: jax.Array                  # [E, C, H, W, 3] uint8, frame seen before `act`

@@ -98,7 +98,7 @@ def template_states(cfg, num_seeds: int = 1) -> train.TrainState:
   return per_seed[0] if num_seeds == 1 else jax.tree.map(lambda *xs: jnp.stack(xs), *per_seed)
 
 
-def load_run(workdir: str, num_seeds: int = 1):
+def load_run(workdir: str, num_seeds: int = 1, log=print):
   """(frozen config, TrainState, epoch) of a run's newest readable checkpoint, for analysis; read-only.
 
   `num_seeds` > 1 for a `--num_seeds` workdir: the state is then stacked over seeds (index it with
@@ -109,7 +109,7 @@ def load_run(workdir: str, num_seeds: int = 1):
     raise ckpt_lib.WorkdirError(f"{workdir} holds no run ({ckpt_lib.CONFIG_FILE} missing)")
   with open(path) as f:
     cfg = config_lib.freeze(ml_collections.ConfigDict(json.load(f)))
-  restored = ckpt_lib.Checkpointer(workdir, read_only=True).restore_latest(
+  restored = ckpt_lib.Checkpointer(workdir, read_only=True, log=log).restore_latest(
       template_states(cfg, num_seeds), {"num_epochs_collect": np.int64(-1)})
   if restored is None:
     raise ckpt_lib.WorkdirError(f"no checkpoint in {workdir}")

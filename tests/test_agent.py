@@ -11,11 +11,11 @@ import optax
 import pytest
 
 from jedi_jax import agent
-from jedi_jax import optim
 from jedi_jax import config as config_lib
 from jedi_jax import imagination
 from test_imagination import (NUM_ACTIONS, REWARDED_ACTION, STUB_SHAPE, STUB_WM, init_ac_params, make_start,
                               stub_params, tiny_config)
+from test_optim import decay_mask
 
 
 # --- lambda-returns ---------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def test_optimizer_warms_up_from_zero_and_skips_decay_of_biases():
   updates, state = update(grads, state, params)   # step 1: lr / warmup_steps
   lr1 = config.optim.lr / config.optim.warmup_steps
   np.testing.assert_allclose(updates["actor_linear"]["bias"], -lr1, rtol=1e-3)
-  mask = optim.decay_mask(params)
+  mask = decay_mask(params)
   assert mask["lstm"]["ih"]["kernel"] and mask["conv_in"]["kernel"]
   assert not mask["lstm"]["ih"]["bias"] and not mask["blocks_0"]["norm"]["norm"]["scale"]
 

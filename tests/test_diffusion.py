@@ -66,13 +66,27 @@ def test_edm_scalings_defaults_are_diamond():
     np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
 
 
+def sample_training_sigma(key, batch_size, loc, scale, sigma_min, sigma_max):
+  """[B] training noise levels drawn with `key` (the loss slices its normals from one draw instead)."""
+  return diffusion.training_sigma_from_normal(jax.random.normal(key, (batch_size,)), loc, scale, sigma_min,
+                                              sigma_max)
+
+
+def add_noise(key, clean, sigma, sigma_offset_noise):
+  """`clean` [B, ..., C] noised at `sigma` [B] with offset noise, normals drawn with `key`."""
+  k_offset, k_noise = jax.random.split(key)
+  offset_eps = jax.random.normal(k_offset, diffusion.offset_noise_shape(clean.shape), clean.dtype)
+  noise_eps = jax.random.normal(k_noise, clean.shape, clean.dtype)
+  return diffusion.add_noise_from_normals(clean, sigma, sigma_offset_noise, offset_eps, noise_eps)
+
+
 def test_training_sigma_is_clipped_not_resampled():
   # A huge scale puts most samples outside [min, max]: clipping leaves them exactly on the bounds.
-  sigma = np.asarray(diffusion.sample_training_sigma(jax.random.PRNGKey(0), 4000, -0.4, 10.0, 2e-3, 20.0))
+  sigma = np.asarray(sample_training_sigma(jax.random.PRNGKey(0), 4000, -0.4, 10.0, 2e-3, 20.0))
   assert sigma.min() == pytest.approx(2e-3) and sigma.max() == pytest.approx(20.0)
   assert np.mean(np.isclose(sigma, 2e-3)) > 0.2 and np.mean(np.isclose(sigma, 20.0)) > 0.2
   # The paper's distribution: ln sigma ~ N(-0.4, 1.2^2) (rarely clipped).
-  sigma = np.asarray(diffusion.sample_training_sigma(jax.random.PRNGKey(1), 20000, -0.4, 1.2, 2e-3, 20.0))
+  sigma = np.asarray(sample_training_sigma(jax.random.PRNGKey(1), 20000, -0.4, 1.2, 2e-3, 20.0))
   assert np.log(sigma).mean() == pytest.approx(-0.4, abs=0.05)
   assert np.log(sigma).std() == pytest.approx(1.2, abs=0.05)
 
@@ -80,13 +94,12 @@ def test_training_sigma_is_clipped_not_resampled():
 def test_offset_noise_is_per_sample_per_channel():
   clean = jnp.zeros((3, 5, 6, 4))
   # sigma = 0: what remains is the offset, constant over space, different across samples and channels.
-  noisy = np.asarray(diffusion.add_noise(jax.random.PRNGKey(0), clean, jnp.zeros(3), 0.3))
+  noisy = np.asarray(add_noise(jax.random.PRNGKey(0), clean, jnp.zeros(3), 0.3))
   np.testing.assert_allclose(noisy, np.broadcast_to(noisy[:, :1, :1, :], noisy.shape))
   offsets = noisy[:, 0, 0, :]
   assert len(np.unique(offsets)) == offsets.size
   # No offset: plain N(0, sigma^2) noise.
-  noisy = np.asarray(diffusion.add_noise(jax.random.PRNGKey(1), jnp.zeros((2, 64, 64, 3)),
-                                         jnp.asarray([0.5, 2.0]), 0.0))
+  noisy = np.asarray(add_noise(jax.random.PRNGKey(1), jnp.zeros((2, 64, 64, 3)), jnp.asarray([0.5, 2.0]), 0.0))
   assert noisy[0].std() == pytest.approx(0.5, rel=0.05) and noisy[1].std() == pytest.approx(2.0, rel=0.05)
 
 

@@ -255,10 +255,12 @@ def test_segment_shapes_full_frames():
     state = step(state, frame, jnp.array([a]), jnp.array([0.5]), jnp.array([a == 5]), jnp.array([False]),
                  jnp.array([True]))
   seg = replay.sample_segments(state, jax.random.key(0), 5, 7, pad_after_end=False)
-  spec = replay.segment_shapes(5, 7)
+  b, t = 5, 7
+  spec = replay.Segment(obs=((b, t + 1, 64, 64, 3), jnp.uint8), act=((b, t), jnp.int32), rew=((b, t), jnp.float32),
+                        end=((b, t), jnp.bool_), trunc=((b, t), jnp.bool_), mask=((b, t), jnp.bool_))
   assert isinstance(seg, replay.Segment)
-  for k, v, s in zip(seg._fields, seg, spec):
-    assert (v.shape, v.dtype) == (s.shape, s.dtype), k
+  for k, v, (shape, dtype) in zip(seg._fields, seg, spec):
+    assert (v.shape, v.dtype) == (shape, dtype), k
   assert seg.obs[:, -1].all()  # the frame after the last step is real (no padding after the end)
 
 

@@ -68,11 +68,6 @@ def _bwd(strides, padding, res, dy):
 conv_cpu.defvjp(_fwd, _bwd)
 
 
-def conv_same_cpu(x: jax.Array, w: jax.Array) -> jax.Array:
-  """x [N, H, W, C], w [kh, kw, C, O] (odd kh, kw) -> [N, H, W, O]; stride 1, SAME padding."""
-  return conv_cpu(x, w, (1, 1), _same_padding(*w.shape[:2]))
-
-
 def weight_grad(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int], *, looped: bool,
                 strides: tuple[int, int] = (1, 1), padding: Padding | None = None) -> jax.Array:
   """Gradient of a convolution w.r.t. its kernel: x [N, H, W, C], dy [N, H', W', O] -> [kh, kw, C, O].
