@@ -86,6 +86,7 @@ class Checkpointer:
                log: Callable[[str], Any] = print):
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
     self.log = log
+    self.read_only = read_only
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -124,7 +125,8 @@ class Checkpointer:
         self.log(f"checkpoint at epoch {epoch} is unreadable ({errors[-1]}); trying an older one")
         continue
       state = template_state.replace(**item["state"])
-      self._set_aside(e for e in epochs if e > epoch)
+      if not self.read_only:  # a reader (load_run) leaves the workdir as it found it
+        self._set_aside(e for e in epochs if e > epoch)
       return epoch, state, item["extra"]
     raise WorkdirError(f"no readable checkpoint in {self.directory}: " + "; ".join(errors))
 
