@@ -18,8 +18,6 @@ TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0 --xla_cpu_experimental_ynn
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=4 {TEST_XLA_FLAGS}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import pytest  # noqa: E402
-
 from jedi_jax import compilation_cache  # noqa: E402
 from jedi_jax import config as config_lib  # noqa: E402
 
@@ -53,6 +51,14 @@ SMALLEST_NETS = {"wm.encoder_channels": (16,), "wm.encoder_depths": (1,), "wm.en
 FEWEST_STEPS = {"wm.num_predictions": 1, "sampler.num_steps": 1, "ac.horizon": 2}
 
 
+# The still narrower world model of the world-model tests (test_world_model.py and the tests that use its
+# helpers), on top of the patch-4 stem.
+NARROW_WM = {"wm.encoder_channels": (4, 8), "wm.denoiser_channels": (16,), "wm.denoiser_depths": (1,),
+             "wm.denoiser_cond_channels": 16, "wm.pixel_channels": (4, 4), "wm.pixel_depths": (1, 1),
+             "wm.pixel_cond_channels": 16, "wm.rew_end_channels": (4, 4), "wm.rew_end_depths": (1, 1),
+             "wm.rew_end_cond_channels": 8, "wm.rew_end_lstm_dim": 8}
+
+
 def tiny_config(**overrides):
   """The debug preset shrunk further, with the patch encoder stem: a whole run (collect, 3 epochs, eval) in
   well under a minute."""
@@ -83,9 +89,9 @@ def tiny_config(**overrides):
   return c
 
 
-@pytest.fixture
-def tiny():
-  return tiny_config
+def frozen_tiny_config(**overrides):
+  """`tiny_config(**overrides)` frozen: hashable, for jit's static arguments and lru_cache keys."""
+  return config_lib.freeze(tiny_config(**overrides))
 
 
 # The suite runs on 2 pytest-xdist workers (pyproject's addopts), fed one test at a time. The longest tests

@@ -14,7 +14,7 @@ from jedi_jax import agent
 from jedi_jax import config as config_lib
 from jedi_jax import imagination
 from test_imagination import (NUM_ACTIONS, REWARDED_ACTION, STUB_SHAPE, STUB_WM, init_ac_params, make_start,
-                              stub_params, tiny_config)
+                              stub_params, ac_config)
 from test_optim import decay_mask
 
 
@@ -81,7 +81,7 @@ def _ac_params(config, seed=0, random_heads=False):
 
 
 def test_no_gradient_reaches_the_world_model():
-  config = tiny_config(7)
+  config = ac_config(7)
   ac_params = _ac_params(config, random_heads=True)
   wm_params = stub_params(end_logit=0.0)
   start = make_start(jax.random.key(1), 3)
@@ -99,7 +99,7 @@ def test_no_gradient_reaches_the_world_model():
 
 def test_loss_terms_follow_diamond():
   """Recompute DIAMOND's loss terms from the trajectory by hand."""
-  config = tiny_config(7)
+  config = ac_config(7)
   ac_params = _ac_params(config, random_heads=True)
   traj = jax.jit(imagination.imagine, static_argnames=("config", "wm"))(
       stub_params(end_logit=0.0), ac_params, make_start(jax.random.key(1), 3), jax.random.key(2), config, STUB_WM)
@@ -156,7 +156,7 @@ def test_policy_learns_the_rewarded_action():
 
 
 def test_optimizer_warms_up_from_zero_and_skips_decay_of_biases():
-  config = tiny_config()
+  config = ac_config()
   tx = agent.actor_critic_optimizer(config)
   params = _ac_params(config)
   grads = jax.tree.map(jnp.ones_like, params)
@@ -175,7 +175,7 @@ def test_optimizer_warms_up_from_zero_and_skips_decay_of_biases():
 # --- Network -----------------------------------------------------------------------------------------
 
 def test_network_init_follows_diamond():
-  config = tiny_config()
+  config = ac_config()
   params = _ac_params(config)
   for head in ("actor_linear", "critic_linear"):
     for leaf in jax.tree.leaves(params[head]):
@@ -214,7 +214,7 @@ def _biased_policy(config):
 
 
 def test_act_epsilon_one_is_uniform_and_zero_follows_the_policy():
-  config = tiny_config()
+  config = ac_config()
   params = _biased_policy(config)
   n = 2000
   obs = jax.random.randint(jax.random.key(0), (n, 64, 64, 3), 0, 256).astype(jnp.uint8)
@@ -232,7 +232,7 @@ def test_act_epsilon_one_is_uniform_and_zero_follows_the_policy():
 
 
 def test_act_resets_the_lstm_where_an_episode_starts():
-  config = tiny_config()
+  config = ac_config()
   params = _ac_params(config)
   n = 4
   obs = jax.random.randint(jax.random.key(0), (n, 64, 64, 3), 0, 256).astype(jnp.uint8)

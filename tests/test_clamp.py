@@ -12,7 +12,7 @@ import pytest
 from jedi_jax import config as config_lib
 from jedi_jax import diffusion
 from jedi_jax import world_model as wm
-from test_world_model import NUM_ACTIONS, tiny_config
+from test_world_model import NUM_ACTIONS, wm_config
 
 
 class _ExactDenoiserNet:
@@ -40,7 +40,7 @@ def _in_range_latents(shape, seed=0):
 
 def _sample_from_exact_denoiser(monkeypatch, batch, **overrides):
   """(target y, `sample_next`'s output) for a denoiser that always predicts y; overrides: section__field=v."""
-  cfg = config_lib.to_config_dict(tiny_config())
+  cfg = config_lib.to_config_dict(wm_config())
   for path, value in overrides.items():
     section, field = path.split("__")
     cfg[section][field] = value
@@ -71,7 +71,7 @@ def test_clamp_tanh_ablation_shrinks_exact_prediction(monkeypatch):
 def test_clamp_own_prediction_is_exact(monkeypatch):
   """`denoise` (whose estimate feeds the own-prediction switch) returns an exact in-range prediction as is,
   and out-of-range estimates are bounded to [-3, 3]."""
-  config = tiny_config()
+  config = wm_config()
   s = wm.state_shape(config)
   target = _in_range_latents((2,) + s).at[0, 0, 0, 0].set(7.0)
   monkeypatch.setattr(wm, "_denoiser_net", lambda cfg, n: _ExactDenoiserNet(target, cfg))

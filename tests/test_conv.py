@@ -120,9 +120,9 @@ def test_flax_hook_leaves_dilated_and_grouped_convolutions_to_xla():
 def test_every_conv_of_the_world_model_takes_the_rewritten_gradient(kind):
   """No kernel gradient of the world-model loss is XLA's convolution (slow inside the epoch's loop on CPU):
   a conv layer without the `conv_general_dilated` hook would show up here."""
-  from test_world_model import make_batch, tiny_config
+  from test_world_model import make_batch, wm_config
   from jedi_jax import world_model as wm
-  config = tiny_config(kind)
+  config = wm_config(kind)
   params = wm.init_world_model(config, 4, jax.random.PRNGKey(0))
   kernels = {x.shape for x in jax.tree.leaves(params) if x.ndim == 4}
   assert kernels  # the nets have conv kernels at all

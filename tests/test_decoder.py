@@ -5,14 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jedi_jax import config as config_lib
 from jedi_jax import decoder as dec_lib
 from jedi_jax import world_model
-from conftest import tiny_config
+
+from conftest import frozen_tiny_config
 
 
 def _setup():
-  cfg = config_lib.freeze(tiny_config())
+  cfg = frozen_tiny_config()
   # Jitted: run op by op, the init and the gradient below compile hundreds of small programs.
   wm_params = jax.jit(world_model.init_world_model, static_argnums=(0, 1))(cfg, 4, jax.random.PRNGKey(0))
   obs = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 7, 64, 64, 3), dtype=np.uint8))

@@ -8,7 +8,7 @@ import pytest
 from jedi_jax import diagnostics
 from jedi_jax import diffusion
 from jedi_jax import world_model as wm
-from test_world_model import NUM_ACTIONS, make_segment, tiny_config
+from test_world_model import NUM_ACTIONS, make_segment, wm_config
 
 
 def _slow_counts(logits, labels, mask, num_classes):
@@ -59,7 +59,7 @@ def test_collapse_warning():
 
 
 def test_world_model_loss_reports_class_counts():
-  config = tiny_config("jedi")
+  config = wm_config("jedi")
   params = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0))
   rng = np.random.default_rng(1)
   n, p, h = config.wm.num_cond, config.wm.num_predictions, config.ac.horizon
@@ -88,7 +88,7 @@ class _ActionDenoiserNet:
 @pytest.mark.parametrize("scale", [0.0, 0.5])
 def test_probe_action_sensitivity(monkeypatch, scale):
   """Samples that ignore the action give sensitivity 0; samples that depend on it give the expected ratio."""
-  config = tiny_config("jedi")
+  config = wm_config("jedi")
   params = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0))
   monkeypatch.setattr(wm, "_denoiser_net", lambda c, n: _ActionDenoiserNet(c, scale))
   segment = make_segment(np.random.default_rng(0), 3, config.wm.num_cond)

@@ -4,15 +4,15 @@ the same test envs, and the per-env quota."""
 import jax
 import numpy as np
 
-from jedi_jax import config as config_lib
 from jedi_jax import envs
 from jedi_jax import evaluate
-from conftest import tiny_config
+
+from conftest import frozen_tiny_config
 
 
 def test_random_policy_evaluation_matches_a_python_loop():
-  cfg = config_lib.freeze(tiny_config(**{"env.max_episode_steps": 40, "env.num_test_envs": 2,
-                                         "env.num_test_episodes": 3}))
+  cfg = frozen_tiny_config(**{"env.max_episode_steps": 40, "env.num_test_envs": 2,
+                                         "env.num_test_episodes": 3})
   got = evaluate.evaluate_random(cfg, num_episodes=3, chunk=16)
 
   # Independent: Python env.step on the test envs with the same action stream; env e plays quota[e] games.

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from jedi_jax import agent
-from jedi_jax import config as config_lib
 from jedi_jax import imagination
 from jedi_jax.replay import Segment
 
-from conftest import PATCH_ENCODER
+from conftest import frozen_tiny_config
 
 STUB_SHAPE = (4, 4, 2)
 REWARDED_ACTION = 1
@@ -65,14 +64,10 @@ STUB_WM = imagination.WorldModelFns(
     rew_end_step=stub_rew_end_step, state_shape=lambda config: STUB_SHAPE)
 
 
-def tiny_config(horizon: int = 5, kind: str = "jedi", **ac_overrides):
-  c = config_lib.debug()
-  config_lib.set_fields(c, PATCH_ENCODER)
-  c.wm.kind = kind
-  c.ac.horizon = horizon
-  for k, v in ac_overrides.items():
-    c.ac[k] = v
-  return config_lib.freeze(c)
+def ac_config(horizon: int = 5, kind: str = "jedi", **ac_overrides):
+  """`conftest.tiny_config` with imagination `horizon`, of `kind`, frozen; `ac_overrides` patch config.ac."""
+  return frozen_tiny_config(**{"ac.horizon": horizon, "wm.kind": kind},
+                            **{f"ac.{k}": v for k, v in ac_overrides.items()})
 
 
 def make_start(key, batch_size: int, num_cond: int = 4, num_actions: int = NUM_ACTIONS, pad_first: bool = True):
@@ -107,7 +102,7 @@ def init_ac_params(config, seed=0, num_actions=NUM_ACTIONS, wm=STUB_WM):
 
 @pytest.mark.parametrize("batch_size,horizon", [(1, 3), (3, 7)])
 def test_imagine_shapes(batch_size, horizon):
-  config = tiny_config(horizon)
+  config = ac_config(horizon)
   traj = _imagine(stub_params(), init_ac_params(config), make_start(jax.random.key(1), batch_size),
                   jax.random.key(2), config, STUB_WM)
   h, b = horizon, batch_size
@@ -129,7 +124,7 @@ def test_imagine_shapes(batch_size, horizon):
 
 
 def test_imagine_is_deterministic_in_key():
-  config = tiny_config(7)
+  config = ac_config(7)
   wm_params, ac_params, start = stub_params(), init_ac_params(config), make_start(jax.random.key(1), 3)
   a = _imagine(wm_params, ac_params, start, jax.random.key(7), config, STUB_WM)
   b = _imagine(wm_params, ac_params, start, jax.random.key(7), config, STUB_WM)
@@ -140,7 +135,7 @@ def test_imagine_is_deterministic_in_key():
 
 
 def test_rewards_follow_the_model_and_ends_restart_from_the_start():
-  config = tiny_config(7)
+  config = ac_config(7)
   wm_params = stub_params(end_logit=0.0)   # p(end) = 0.5: many restarts
   start = make_start(jax.random.key(1), 3)
   traj = _imagine(wm_params, init_ac_params(config), start, jax.random.key(3), config, STUB_WM)
@@ -152,7 +147,7 @@ def test_rewards_follow_the_model_and_ends_restart_from_the_start():
 
 
 def test_start_encoding_masks_padding_and_burns_in():
-  config = tiny_config(7)
+  config = ac_config(7)
   start = make_start(jax.random.key(1), 3)
   cond, cond_actions = imagination.encode_start(stub_params(), start, config, STUB_WM)
   assert cond.shape == (3, 4, *STUB_SHAPE) and cond_actions.shape == (3, 4)
@@ -166,7 +161,7 @@ def test_start_encoding_masks_padding_and_burns_in():
 
 
 def test_policy_recomputation_matches_imagination():
-  config = tiny_config(7)
+  config = ac_config(7)
   ac_params = init_ac_params(config)
   # Non-zero heads so that logits and values depend on the LSTM state.
   keys = jax.random.split(jax.random.key(5), 2)
@@ -188,7 +183,7 @@ def test_policy_recomputation_matches_imagination():
 def test_imagine_with_real_world_model(kind):
   """imagine + loss on the real debug-size world model: shapes, and no gradient into the world model."""
   world_model = pytest.importorskip("jedi_jax.world_model")
-  config = tiny_config(horizon=3, kind=kind)
+  config = ac_config(horizon=3, kind=kind)
   num_actions = 4
   # Random parameters of the right shapes: compiling the real init costs more than the test itself.
   shapes = jax.eval_shape(functools.partial(world_model.init_world_model, config, num_actions), jax.random.key(0))

@@ -140,12 +140,11 @@ def test_a_recreated_envpool_pool_re_steps_a_recorded_breakout_run():
   happen) collected by the loop's own collect program; a pool created again with the run's seed and
   re-stepped with the recorded actions reproduces every frame and ends in the same state. A frame the
   emulator would not give (another ale-py version, a damaged replay) is refused at its step."""
-  from conftest import tiny_config
-  from jedi_jax import config as config_lib
+  from conftest import frozen_tiny_config
   from jedi_jax import loop
   from jedi_jax import run_files
 
-  cfg = config_lib.freeze(tiny_config(**{"env.max_episode_steps": 30, "schedule.steps_per_epoch": 50}))
+  cfg = frozen_tiny_config(**{"env.max_episode_steps": 30, "schedule.steps_per_epoch": 50})
   env = loop.make_train_env(cfg)
   env_state, env_step = env.functional(cfg.env.step_path)
   programs = loop.Programs(cfg, env_step, log=lambda *_: None)

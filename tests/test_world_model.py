@@ -17,33 +17,16 @@ from jedi_jax import config as config_lib
 from jedi_jax import world_model as wm
 from jedi_jax.replay import Segment
 
+from conftest import NARROW_WM, frozen_tiny_config
+
 NUM_ACTIONS = 4
 ASSUMED_ACTOR_CRITIC_PARAMS = 2_000_000   # the latent actor-critic is written elsewhere; ~2M assumed
 
 
-def tiny_config(kind="jedi", optim=None, **wm_overrides):
-  """A frozen config with tiny networks; `optim` and keyword overrides patch config.optim and config.wm."""
-  c = config_lib.debug()
-  c.wm.kind = kind
-  c.wm.encoder_patch = 4              # the patch stem (conftest.PATCH_ENCODER), narrower
-  c.wm.encoder_channels = (4, 8)
-  c.wm.encoder_depths = (1, 1)
-  c.wm.encoder_down = (1, 0)
-  c.wm.denoiser_channels = (16,)
-  c.wm.denoiser_depths = (1,)
-  c.wm.denoiser_cond_channels = 16
-  c.wm.pixel_channels = (4, 4)
-  c.wm.pixel_depths = (1, 1)
-  c.wm.pixel_cond_channels = 16
-  c.wm.rew_end_channels = (4, 4)
-  c.wm.rew_end_depths = (1, 1)
-  c.wm.rew_end_cond_channels = 8
-  c.wm.rew_end_lstm_dim = 8
-  for k, v in wm_overrides.items():
-    setattr(c.wm, k, v)
-  for k, v in (optim or {}).items():
-    setattr(c.optim, k, v)
-  return config_lib.freeze(c)
+def wm_config(kind="jedi", **overrides):
+  """`conftest.tiny_config` with the narrow world model of these tests (NARROW_WM), of `kind`, frozen;
+  overrides are dotted config paths."""
+  return frozen_tiny_config(**NARROW_WM, **{"wm.kind": kind}, **overrides)
 
 
 def make_segment(rng, b, t, pad_before=0, pad_after=0):
@@ -70,7 +53,10 @@ def make_batch(config, seed=0, b=2):
 
 
 def _norm(tree):
-  return float(optax.tree.norm(tree))
+  return float(_jit_norm(tree))
+
+
+_jit_norm = jax.jit(optax.tree.norm)  # one small program per tree, not one per leaf and operation
 
 
 def _move_zero_init(params):
@@ -124,7 +110,7 @@ def test_param_counts_at_paper_size():
 
 @pytest.mark.parametrize("kind", ["jedi", "diamond"])
 def test_api_shapes_sampling_and_rew_end(kind):
-  config = tiny_config(kind)
+  config = wm_config(kind)
   params = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0))
   s = wm.state_shape(config)
   assert set(params) == ({"encoder", "denoiser", "rew_end"} if kind == "jedi" else {"denoiser", "rew_end"})
@@ -171,7 +157,7 @@ def test_api_shapes_sampling_and_rew_end(kind):
 
 
 def test_jedi_loss_metrics_and_encoder_gradients():
-  config = tiny_config("jedi")
+  config = wm_config("jedi")
   params = _move_zero_init(wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0)))
   batch = make_batch(config)
   grad_fn = _weighted_loss_grad(config)
@@ -193,7 +179,7 @@ def test_jedi_loss_metrics_and_encoder_gradients():
 
 
 def test_masked_steps_are_excluded_from_every_loss():
-  config = tiny_config("jedi")
+  config = wm_config("jedi")
   params = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0))
   batch = make_batch(config)
   loss = lambda b: _weighted_loss_grad(config)(params, b, jax.random.PRNGKey(2), jnp.ones(2))[1]
@@ -244,7 +230,7 @@ def _state_grads(config, own):
 
 def test_target_is_stop_gradient_and_own_prediction_too():
   n = 4
-  g = _state_grads(tiny_config("jedi", random_switch_prob=0.5), own=True)
+  g = _state_grads(wm_config("jedi", **{"wm.random_switch_prob": 0.5}), own=True)
   assert np.all(g[:n] > 0)   # conditioning latents keep their gradient
   assert g[n] == 0           # first target (stop-gradient), then own prediction (stop-gradient) in its place
   assert g[n + 1] == 0       # second target: stop-gradient
@@ -252,19 +238,19 @@ def test_target_is_stop_gradient_and_own_prediction_too():
 
 def test_encoder_latent_switch_keeps_conditioning_gradient():
   n = 4
-  g = _state_grads(tiny_config("jedi", random_switch_prob=0.5), own=False)
+  g = _state_grads(wm_config("jedi", **{"wm.random_switch_prob": 0.5}), own=False)
   assert np.all(g[:n + 1] > 0)   # frame n is the first target *and* the second prediction's conditioning
   assert g[n + 1] == 0
 
 
 def test_without_stop_gradient_targets_receive_gradient():
   n = 4
-  g = _state_grads(tiny_config("jedi", random_switch_prob=1.0, stop_gradient_target=False), own=True)
+  g = _state_grads(wm_config("jedi", **{"wm.random_switch_prob": 1.0, "wm.stop_gradient_target": False}), own=True)
   assert g[n] > 0 and g[n + 1] > 0
 
 
 def test_random_switch_is_one_coin_per_batch():
-  config = tiny_config("jedi", random_switch_prob=0.5)
+  config = wm_config("jedi", **{"wm.random_switch_prob": 0.5})
   params = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0))
   states = jnp.zeros((2, 6) + wm.state_shape(config))
   acts, mask = jnp.zeros((2, 5), jnp.int32), jnp.ones((2, 2), bool)
@@ -278,7 +264,7 @@ def test_random_switch_is_one_coin_per_batch():
 # ------------------------------------------------------------------------------------------------------
 
 def _optimizer_config(**optim):
-  return tiny_config("jedi", optim=optim)
+  return wm_config("jedi", **{f"optim.{k}": v for k, v in optim.items()})
 
 
 def _toy_params():
@@ -290,7 +276,7 @@ def _toy_params():
 
 
 def test_world_model_params_have_known_leaf_names():
-  params = wm.init_world_model(tiny_config("jedi"), NUM_ACTIONS, jax.random.PRNGKey(0))
+  params = wm.init_world_model(wm_config("jedi"), NUM_ACTIONS, jax.random.PRNGKey(0))
   names = {path[-1].key for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
   assert names == {"kernel", "bias", "scale", "embedding"}
 
@@ -348,7 +334,7 @@ def test_optimizer_clips_each_group_separately():
 
 
 def test_fourier_features_are_not_trained():
-  config = tiny_config("jedi")
+  config = wm_config("jedi")
   params = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0))
   paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
   assert not any("noise_emb" in p for p in paths)
