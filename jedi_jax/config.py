@@ -57,13 +57,13 @@ def atari100k() -> ml_collections.ConfigDict:
   # prediction passes unchanged; ours, docs/design.md), "tanh" (C again: shrinks exact predictions), "none".
   c.wm.prediction_clamp = "clip"
   # Latent denoiser D_theta (paper: 1-level U-Net, 160 channels, no downsampling).
-  c.wm.denoiser_channels = (160,)
-  c.wm.denoiser_depths = (2,)             # 2: JEDI total ~13.5M with a ~2M actor-critic (world_model.py)
-  c.wm.denoiser_cond_channels = 256
+  c.wm.latent_denoiser_channels = (160,)
+  c.wm.latent_denoiser_depths = (2,)      # 2: JEDI total ~13.5M with a ~2M actor-critic (world_model.py)
+  c.wm.latent_denoiser_cond_channels = 256
   # DIAMOND pixel denoiser (baseline; DIAMOND default.yaml).
-  c.wm.pixel_channels = (64, 64, 64, 64)
-  c.wm.pixel_depths = (2, 2, 2, 2)
-  c.wm.pixel_cond_channels = 256
+  c.wm.pixel_denoiser_channels = (64, 64, 64, 64)
+  c.wm.pixel_denoiser_depths = (2, 2, 2, 2)
+  c.wm.pixel_denoiser_cond_channels = 256
   # Reward / termination model (DIAMOND's rew_end_model on latents).
   c.wm.rew_end_channels = (32, 32, 32, 32)
   c.wm.rew_end_depths = (2, 2, 2, 2)
@@ -97,8 +97,8 @@ def atari100k() -> ml_collections.ConfigDict:
   # --- Actor-critic (DIAMOND default.yaml / trainer.yaml, on latents) -------------------------
   c.ac = ml_collections.ConfigDict()
   # CNN of the pixel baseline (wm.kind="diamond"): DIAMOND's, 64x64x3 -> 4x4x64 -> LSTM.
-  c.ac.channels = (32, 32, 64, 64)
-  c.ac.down = (1, 1, 1, 1)             # 2x2 max-pool after each stage (DIAMOND)
+  c.ac.pixel_channels = (32, 32, 64, 64)
+  c.ac.pixel_down = (1, 1, 1, 1)       # 2x2 max-pool after each stage (DIAMOND)
   # CNN on JEDI latents [8, 8, 16] -> 4x4x32 = 512 LSTM inputs: ~2.1M params with LSTM 512 (ours).
   c.ac.latent_channels = (32, 32)
   c.ac.latent_down = (0, 1)
@@ -161,17 +161,17 @@ def _tiny_networks(c: ml_collections.ConfigDict, lstm_dim: int, ac_latent_channe
   per stage), shared by the `debug` preset and the pure-JAX testbeds; LSTMs of `lstm_dim`."""
   c.wm.encoder_channels = (8, 8, 8, 16)
   c.wm.encoder_depths = (1, 1, 1, 1)
-  c.wm.denoiser_channels = (32,)
-  c.wm.denoiser_depths = (1,)
-  c.wm.denoiser_cond_channels = 32
-  c.wm.pixel_channels = (8, 8, 8, 8)
-  c.wm.pixel_depths = (1, 1, 1, 1)
-  c.wm.pixel_cond_channels = 32
+  c.wm.latent_denoiser_channels = (32,)
+  c.wm.latent_denoiser_depths = (1,)
+  c.wm.latent_denoiser_cond_channels = 32
+  c.wm.pixel_denoiser_channels = (8, 8, 8, 8)
+  c.wm.pixel_denoiser_depths = (1, 1, 1, 1)
+  c.wm.pixel_denoiser_cond_channels = 32
   c.wm.rew_end_channels = (8, 8, 8, 8)
   c.wm.rew_end_depths = (1, 1, 1, 1)
   c.wm.rew_end_cond_channels = 16
   c.wm.rew_end_lstm_dim = lstm_dim
-  c.ac.channels = (8, 8, 16, 16)
+  c.ac.pixel_channels = (8, 8, 16, 16)
   c.ac.latent_channels = tuple(ac_latent_channels)
   c.ac.lstm_dim = lstm_dim
 
@@ -218,17 +218,17 @@ def cpu() -> ml_collections.ConfigDict:
   c.preset = "cpu"
   c.wm.encoder_channels = (8, 8, 8, 16)
   c.wm.encoder_depths = (1, 1, 1, 1)
-  c.wm.denoiser_channels = (64,)
-  c.wm.denoiser_depths = (2,)
-  c.wm.denoiser_cond_channels = 64
-  c.wm.pixel_channels = (16, 16, 16, 16)
-  c.wm.pixel_depths = (1, 1, 1, 1)
-  c.wm.pixel_cond_channels = 64
+  c.wm.latent_denoiser_channels = (64,)
+  c.wm.latent_denoiser_depths = (2,)
+  c.wm.latent_denoiser_cond_channels = 64
+  c.wm.pixel_denoiser_channels = (16, 16, 16, 16)
+  c.wm.pixel_denoiser_depths = (1, 1, 1, 1)
+  c.wm.pixel_denoiser_cond_channels = 64
   c.wm.rew_end_channels = (16, 16, 16, 16)
   c.wm.rew_end_depths = (1, 1, 1, 1)
   c.wm.rew_end_cond_channels = 32
   c.wm.rew_end_lstm_dim = 128
-  c.ac.channels = (16, 16, 32, 32)
+  c.ac.pixel_channels = (16, 16, 32, 32)
   c.ac.latent_channels = (16, 16)
   c.ac.lstm_dim = 128
   c.optim.batch_size = 8

@@ -20,7 +20,7 @@ frames normalise to 0 as DIAMOND pads.
 All frames of both segments go through the encoder in one call, once per loss evaluation (docs/benchmarks.md).
 
 Sizes at the atari100k preset, 18 actions (tests/test_world_model.py prints them): JEDI encoder 155,008,
-latent denoiser 5,949,392 (`wm.denoiser_depths = (2,)`), reward/end 5,880,352; with a ~2M latent
+latent denoiser 5,949,392 (`wm.latent_denoiser_depths = (2,)`), reward/end 5,880,352; with a ~2M latent
 actor-critic (assumed) the total is ~14.0M against the paper's 13.5M (depth 1 would give ~12.4M, depth 3
 ~15.6M). DIAMOND: pixel denoiser 4,406,851, reward/end 5,900,608.
 """
@@ -165,7 +165,7 @@ MODEL_KINDS = {
         encode_frames=_encode_latent,
         finalize=lambda d, config: clamp_prediction(d, config.wm.prediction_clamp),
         own_prediction=_own_prediction_coin,
-        denoiser_sizes=lambda wm: (wm.denoiser_channels, wm.denoiser_depths, wm.denoiser_cond_channels),
+        denoiser_sizes=lambda wm: (wm.latent_denoiser_channels, wm.latent_denoiser_depths, wm.latent_denoiser_cond_channels),
         actor_critic_sizes=lambda ac: (ac.latent_channels, ac.latent_down),
     ),
     # DIAMOND: frames in [-1, 1], pixel U-Net with quantised output (wrap_model_output), always its own
@@ -176,8 +176,8 @@ MODEL_KINDS = {
         encode_frames=lambda params, x, config: x,
         finalize=lambda d, config: diffusion.quantize_pixels(d),
         own_prediction=lambda switch_normal, config: jnp.asarray(True),
-        denoiser_sizes=lambda wm: (wm.pixel_channels, wm.pixel_depths, wm.pixel_cond_channels),
-        actor_critic_sizes=lambda ac: (ac.channels, ac.down),
+        denoiser_sizes=lambda wm: (wm.pixel_denoiser_channels, wm.pixel_denoiser_depths, wm.pixel_denoiser_cond_channels),
+        actor_critic_sizes=lambda ac: (ac.pixel_channels, ac.pixel_down),
     ),
 }
 

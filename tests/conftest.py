@@ -53,9 +53,9 @@ FEWEST_STEPS = {"wm.num_predictions": 1, "sampler.num_steps": 1, "ac.horizon": 2
 
 # The still narrower world model of the world-model tests (test_world_model.py and the tests that use its
 # helpers), on top of the patch-4 stem.
-NARROW_WM = {"wm.encoder_channels": (4, 8), "wm.denoiser_channels": (16,), "wm.denoiser_depths": (1,),
-             "wm.denoiser_cond_channels": 16, "wm.pixel_channels": (4, 4), "wm.pixel_depths": (1, 1),
-             "wm.pixel_cond_channels": 16, "wm.rew_end_channels": (4, 4), "wm.rew_end_depths": (1, 1),
+NARROW_WM = {"wm.encoder_channels": (4, 8), "wm.latent_denoiser_channels": (16,), "wm.latent_denoiser_depths": (1,),
+             "wm.latent_denoiser_cond_channels": 16, "wm.pixel_denoiser_channels": (4, 4), "wm.pixel_denoiser_depths": (1, 1),
+             "wm.pixel_denoiser_cond_channels": 16, "wm.rew_end_channels": (4, 4), "wm.rew_end_depths": (1, 1),
              "wm.rew_end_cond_channels": 8, "wm.rew_end_lstm_dim": 8}
 
 

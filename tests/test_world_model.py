@@ -376,12 +376,12 @@ def _overfit(config, states, steps):
 def _overfit_config(kind):
   c = config_lib.debug()
   c.wm.kind = kind
-  c.wm.denoiser_channels = (32,)
-  c.wm.denoiser_depths = (1,)
-  c.wm.denoiser_cond_channels = 16
-  c.wm.pixel_channels = (8, 8)
-  c.wm.pixel_depths = (1, 1)
-  c.wm.pixel_cond_channels = 16
+  c.wm.latent_denoiser_channels = (32,)
+  c.wm.latent_denoiser_depths = (1,)
+  c.wm.latent_denoiser_cond_channels = 16
+  c.wm.pixel_denoiser_channels = (8, 8)
+  c.wm.pixel_denoiser_depths = (1, 1)
+  c.wm.pixel_denoiser_cond_channels = 16
   c.optim.lr = 1e-2
   c.optim.warmup_steps = 10
   return config_lib.freeze(c)

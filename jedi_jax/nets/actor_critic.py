@@ -8,7 +8,7 @@ initial value is 0.
 
 Two input kinds, chosen by `config.wm.kind` (`world_model.ModelKind.actor_critic_sizes`):
   * "jedi":    encoder latents [B, 8, 8, 16] -> CNN `ac.latent_channels`/`ac.latent_down`.
-  * "diamond": frames in [-1, 1], [B, 64, 64, 3] -> DIAMOND's CNN `ac.channels`/`ac.down`.
+  * "diamond": frames in [-1, 1], [B, 64, 64, 3] -> DIAMOND's CNN `ac.pixel_channels`/`ac.pixel_down`.
 """
 
 from __future__ import annotations
