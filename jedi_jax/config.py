@@ -156,22 +156,25 @@ def atari100k() -> ml_collections.ConfigDict:
   return c
 
 
-def _tiny_networks(c: ml_collections.ConfigDict, lstm_dim: int, ac_latent_channels: tuple) -> None:
-  """The smallest networks that still exercise every block (encoder 8-16 channels, denoiser 32, one block
-  per stage), shared by the `debug` preset and the pure-JAX testbeds; LSTMs of `lstm_dim`."""
+def _small_networks(c: ml_collections.ConfigDict, width: int, lstm_dim: int, ac_latent_channels: tuple,
+                    latent_denoiser_depth: int = 1) -> None:
+  """Narrow networks for the CPU presets, every block kept: encoder 8-16 channels; stages of `width`
+  channels in the pixel denoiser and the reward/end model (conditioning 4x and 2x `width`), a latent
+  denoiser of 4x `width`, DIAMOND's actor-critic CNN at `width`, `width`, 2x `width`, 2x `width`; LSTMs of
+  `lstm_dim`. width=8 is the smallest that still exercises every block (`debug` and the pure-JAX testbeds)."""
   c.wm.encoder_channels = (8, 8, 8, 16)
   c.wm.encoder_depths = (1, 1, 1, 1)
-  c.wm.latent_denoiser_channels = (32,)
-  c.wm.latent_denoiser_depths = (1,)
-  c.wm.latent_denoiser_cond_channels = 32
-  c.wm.pixel_denoiser_channels = (8, 8, 8, 8)
+  c.wm.latent_denoiser_channels = (4 * width,)
+  c.wm.latent_denoiser_depths = (latent_denoiser_depth,)
+  c.wm.latent_denoiser_cond_channels = 4 * width
+  c.wm.pixel_denoiser_channels = (width,) * 4
   c.wm.pixel_denoiser_depths = (1, 1, 1, 1)
-  c.wm.pixel_denoiser_cond_channels = 32
-  c.wm.rew_end_channels = (8, 8, 8, 8)
+  c.wm.pixel_denoiser_cond_channels = 4 * width
+  c.wm.rew_end_channels = (width,) * 4
   c.wm.rew_end_depths = (1, 1, 1, 1)
-  c.wm.rew_end_cond_channels = 16
+  c.wm.rew_end_cond_channels = 2 * width
   c.wm.rew_end_lstm_dim = lstm_dim
-  c.ac.pixel_channels = (8, 8, 16, 16)
+  c.ac.pixel_channels = (width, width, 2 * width, 2 * width)
   c.ac.latent_channels = tuple(ac_latent_channels)
   c.ac.lstm_dim = lstm_dim
 
@@ -183,7 +186,7 @@ def debug() -> ml_collections.ConfigDict:
   c.env.num_test_envs = 4
   c.env.num_test_episodes = 4
   c.env.max_episode_steps = 500
-  _tiny_networks(c, lstm_dim=32, ac_latent_channels=(8, 8))
+  _small_networks(c, width=8, lstm_dim=32, ac_latent_channels=(8, 8))
   c.ac.horizon = 5
   c.optim.batch_size = 4
   c.replay.capacity = 2_000
@@ -216,21 +219,7 @@ def cpu() -> ml_collections.ConfigDict:
   """
   c = atari100k()
   c.preset = "cpu"
-  c.wm.encoder_channels = (8, 8, 8, 16)
-  c.wm.encoder_depths = (1, 1, 1, 1)
-  c.wm.latent_denoiser_channels = (64,)
-  c.wm.latent_denoiser_depths = (2,)
-  c.wm.latent_denoiser_cond_channels = 64
-  c.wm.pixel_denoiser_channels = (16, 16, 16, 16)
-  c.wm.pixel_denoiser_depths = (1, 1, 1, 1)
-  c.wm.pixel_denoiser_cond_channels = 64
-  c.wm.rew_end_channels = (16, 16, 16, 16)
-  c.wm.rew_end_depths = (1, 1, 1, 1)
-  c.wm.rew_end_cond_channels = 32
-  c.wm.rew_end_lstm_dim = 128
-  c.ac.pixel_channels = (16, 16, 32, 32)
-  c.ac.latent_channels = (16, 16)
-  c.ac.lstm_dim = 128
+  _small_networks(c, width=16, lstm_dim=128, ac_latent_channels=(16, 16), latent_denoiser_depth=2)
   c.optim.batch_size = 8
   c.replay.capacity = 6_200
   c.schedule.total_env_steps = 6_000
@@ -265,7 +254,7 @@ def catch() -> ml_collections.ConfigDict:
   c.game = "Catch"
   c.env.backend = "jax"                # the env step is a pure function inside the compiled epoch
   c.env.max_episode_steps = 1_000      # a Catch game lasts 9 steps; the cap never binds
-  _tiny_networks(c, lstm_dim=64, ac_latent_channels=(16, 16))
+  _small_networks(c, width=8, lstm_dim=64, ac_latent_channels=(16, 16))
   c.wm.encoder_patch = 4
   c.wm.encoder_channels = (16, 16)
   c.wm.encoder_depths = (1, 1)
