@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
@@ -68,6 +69,16 @@ def compiled_costs(compiled) -> dict[str, float]:
   except Exception:
     pass
   return out
+
+
+def compile_and_report(name: str, jitted, args, log) -> tuple[Any, float]:
+  """Compiles `jitted` (a `jax.jit` object) ahead of time for `args` and logs its `describe_compiled` line;
+  returns (the executable, seconds spent)."""
+  t0 = time.time()
+  compiled = jitted.lower(*args).compile()
+  seconds = time.time() - t0
+  log(describe_compiled(name, compiled, seconds))
+  return compiled, seconds
 
 
 def describe_compiled(name: str, compiled, compile_seconds: float) -> str:

@@ -37,7 +37,7 @@ from jedi_jax import resume
 from jedi_jax import run_files
 from jedi_jax import schedule
 from jedi_jax import train
-from jedi_jax.logs import MetricsLogger, describe_compiled
+from jedi_jax.logs import MetricsLogger, compile_and_report
 
 
 class TrainingError(RuntimeError):
@@ -100,11 +100,8 @@ class Programs:
   def __call__(self, phase: str, *args):
     self.last_compile_s = 0.0
     if phase not in self._compiled:
-      t0 = time.time()
-      compiled = jax.jit(self._fns[phase], donate_argnums=0).lower(*args).compile()
-      self.last_compile_s = time.time() - t0
-      self.log(describe_compiled(phase, compiled, self.last_compile_s))
-      self._compiled[phase] = compiled
+      self._compiled[phase], self.last_compile_s = compile_and_report(
+          phase, jax.jit(self._fns[phase], donate_argnums=0), args, self.log)
     t0 = time.time()
     out = jax.block_until_ready(self._compiled[phase](*args))  # the loop reads its metrics right away
     self.last_call_s = time.time() - t0

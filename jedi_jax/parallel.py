@@ -138,11 +138,8 @@ class DataParallelEpoch:
 
   def _call(self, name: str, *args):
     if name not in self._compiled:
-      t0 = time.time()
-      self._compiled[name] = self._fns[name].lower(*args).compile()
-      seconds = time.time() - t0
+      self._compiled[name], seconds = logs.compile_and_report(name, self._fns[name], args, self.log)
       self.compile_seconds += seconds
-      self.log(logs.describe_compiled(name, self._compiled[name], seconds))
     return self._compiled[name](*args)
 
   def __call__(self, state: train.TrainState, env_state, plan: train.EpochPlan, collect: bool):
