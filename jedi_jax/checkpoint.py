@@ -1,9 +1,11 @@
 """Orbax save/restore of the whole training state, and the workdir's config guard.
 
 What is saved: every leaf of `TrainState` except the env state (params, optimiser states, replay, policy
-LSTM state, RNG key, counters). envpool cannot snapshot its emulators: a resumed run re-creates the train
-envs and re-steps them with the replay's actions up to the checkpoint (`jedi_jax.resume`), which makes it
-bit-identical to a straight one; saving never touches the envs.
+LSTM state, RNG key, counters), and a small dict of `extra` host data. The env state goes into `extra` when
+it is a plain pytree of arrays, as on the pure-JAX backend (`env.backend = "jax"`): a resumed run then
+starts from it with nothing to re-step. envpool cannot snapshot its emulators: a resumed Atari run
+re-creates the train envs and re-steps them with the replay's actions up to the checkpoint
+(`jedi_jax.resume`), which makes it bit-identical to a straight one; saving never touches the envs.
 
 Bad input is refused before anything is written: a workdir whose saved config differs from the requested
 one, and a checkpoint that cannot be restored (the previous one is tried first).
@@ -91,35 +93,45 @@ class Checkpointer:
         self.directory,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
-            enable_async_checkpointing=False))
+            enable_async_checkpointing=False),
+        item_handlers=ocp.StandardCheckpointHandler())  # known before the first restore: `item_metadata`
 
   def epochs(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
   def save(self, epoch: int, state, extra: dict[str, Any] | None = None) -> None:
-    """Saves `state` (minus its env state) plus small JSON-able host-side `extra` data."""
-    item = {"state": saveable(state), "extra": {k: np.asarray(v) for k, v in (extra or {}).items()}}
+    """Saves `state` (minus its env state) plus `extra`: a dict of host scalars or pytrees of arrays (e.g. a
+    pure-JAX env state)."""
+    item = {"state": saveable(state), "extra": jax.tree.map(_array, extra or {})}
     self._manager.save(epoch, args=ocp.args.StandardSave(item), force=True)
     self._manager.wait_until_finished()
 
-  def restore_latest(self, template_state, template_extra: dict[str, Any] | None = None):
-    """Restores the newest readable checkpoint into `template_state`'s structure.
+  def restore_latest(self, template_state, template_extra: dict[str, Any] | None = None,
+                     optional: tuple[str, ...] = ()):
+    """Restores the newest readable checkpoint into `template_state`'s and `template_extra`'s structures.
 
-    Falls back to older checkpoints when the newest cannot be read (logging one line per skipped one);
-    raises `WorkdirError` when none can. Returns (epoch, state, extra) or None when there is none.
+    The `optional` keys of `template_extra` are restored where the checkpoint has them and left out of the
+    returned `extra` where it does not (checkpoints written before they were saved); saved keys that the
+    template does not ask for (e.g. the env state, for a reader) are not returned. Falls back to older
+    checkpoints when the newest cannot be read (logging one line per skipped one); raises `WorkdirError`
+    when none can. Returns (epoch, state, extra) or None when there is none.
     """
     epochs = self.epochs()
     if not epochs:
       return None
-    target = {
-        "state": jax.tree.map(_abstract, saveable(template_state)),
-        "extra": {k: _abstract(np.asarray(v)) for k, v in (template_extra or {}).items()},
-    }
+    state_target = jax.tree.map(_abstract, saveable(template_state))
     errors = []
     for epoch in reversed(epochs):
       try:
+        saved_extra = self._manager.item_metadata(epoch)["extra"]
+        wanted = {k: v for k, v in (template_extra or {}).items() if k not in optional or k in saved_extra}
+        # orbax restores the whole saved tree: keys not wanted are read as saved, then dropped.
+        extra_target = {k: jax.tree.map(_abstract, wanted[k] if k in wanted else saved_extra[k])
+                        for k in {*saved_extra, *wanted}}
+        target = {"state": state_target, "extra": extra_target}
         item = self._manager.restore(epoch, args=ocp.args.StandardRestore(target))
-        _check_shapes_and_dtypes_match(item["state"], target["state"])
+        _check_shapes_and_dtypes_match(item, target)
+        item["extra"] = {k: item["extra"][k] for k in wanted}
       except Exception as e:  # orbax/tensorstore raise many types for a damaged checkpoint
         errors.append(f"epoch {epoch}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
         self.log(f"checkpoint at epoch {epoch} is unreadable ({errors[-1]}); trying an older one")
@@ -141,8 +153,13 @@ class Checkpointer:
     self._manager.reload()
 
 
+def _array(x):
+  return x if isinstance(x, jax.Array) else np.asarray(x)
+
+
 def _abstract(x):
-  x = np.asarray(x) if not isinstance(x, jax.Array) else x
+  """Shape and dtype of an array, a host scalar, or a saved array's metadata."""
+  x = x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
   return jax.ShapeDtypeStruct(x.shape, x.dtype)
 
 

@@ -17,6 +17,8 @@ import os
 
 import jax
 
+from jedi_jax import envs
+
 def enable(directory: str) -> str:
   """Turns the cache on in `directory` (created if missing; `~` expanded) for the rest of the process.
 
@@ -32,4 +34,4 @@ def enable(directory: str) -> str:
 
 def cacheable(config) -> bool:
   """Whether a run's programs can be read back from the cache (see the module docstring)."""
-  return config.env.backend == "jax" and config.env.step_path != "host"
+  return envs.is_pure(config.env.backend, config.env.step_path)

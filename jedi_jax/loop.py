@@ -9,11 +9,16 @@ Nothing numerical happens here; it calls the compiled programs of `jedi_jax.trai
   4. the final update-only epochs;
   5. `num_test_episodes` full games with the test env (epsilon 0), written to `results.json` (`run_files`).
 
-The train envs are created once per process and a checkpoint never touches them: games run across
+The train envs are created once per process and a checkpoint never cuts their games: games run across
 checkpoints, and each program is compiled once per process (envpool's XLA step is bound to its pool, so a
-new pool would mean a new program). A resumed run creates the envs again and re-steps them with the
-replay's actions up to the checkpoint (`jedi_jax.resume`), so it continues exactly like an uninterrupted
-run, whatever `run.checkpoint_every`.
+new pool would mean a new program). A resumed run continues exactly like an uninterrupted one, whatever
+`run.checkpoint_every`: a pure-JAX env state (`envs.is_pure`) is saved in the checkpoint and restored; Atari
+envs (which cannot be snapshot) are created again and re-stepped with the replay's actions up to the
+checkpoint (`jedi_jax.resume`).
+
+Packed seeds (`run_seeds`): with a pure-JAX env, the one-seed programs are vmapped over the seeds, env state
+included; envpool's step cannot be vmapped, so there one pool of K x E envs is stepped between a vmapped
+policy and a vmapped replay write (`train.run_epochs_many`).
 """
 
 from __future__ import annotations
@@ -72,6 +77,14 @@ def _epochs_one_seed(state, env_state, plan, config, env_step):
   return state.replace(env_state=None), state.env_state, metrics
 
 
+def _restep_each_seed(env_state, replay, obs, env_step):
+  """`resume.restep` vmapped over packed seeds that each have their own env state; reports the first
+  diverging step over all seeds."""
+  env_state, bad, what = jax.vmap(functools.partial(resume.restep, env_step=env_step))(env_state, replay, obs)
+  first = jnp.argmin(jnp.where(bad < 0, jnp.iinfo(jnp.int32).max, bad))
+  return env_state, bad[first], what[first]
+
+
 class Programs:
   """The compiled programs of a process (they embed its train envs' step).
 
@@ -80,17 +93,24 @@ class Programs:
   same executable) and, on resume, `restep`. Each takes `(states, env_state, ...)` and returns
   `(states, env_state, ...)`, for one seed or K packed seeds alike. Each is compiled ahead of time on
   first use; its FLOPs, memory and compile time are printed then, once per process.
+
+  Packed seeds (`many_seeds`) with `vmap_env`: `env_state` has a leading seed axis and `env_step` steps one
+  seed's envs, so the one-seed programs are vmapped whole; without it, `env_state` is one pool of every
+  seed's envs (`train.run_epochs_many`).
   """
 
-  def __init__(self, config, env_step: Callable, log=print, *, many_seeds: bool = False):
+  def __init__(self, config, env_step: Callable, log=print, *, many_seeds: bool = False, vmap_env: bool = False):
     self.log = log
-    collect, epochs = ((train.initial_collect_chunk_many, train.run_epochs_many) if many_seeds
-                       else (_collect_one_seed, _epochs_one_seed))
-    self._fns = {
-        "collect": functools.partial(collect, config=config, env_step=env_step),
-        "epochs": functools.partial(epochs, config=config, env_step=env_step),
-        "restep": functools.partial(resume.restep, env_step=env_step),
-    }
+    bind = lambda f: functools.partial(f, config=config, env_step=env_step)
+    if many_seeds and vmap_env:
+      self._fns = {"collect": jax.vmap(bind(_collect_one_seed)),
+                   "epochs": jax.vmap(bind(_epochs_one_seed), in_axes=(0, 0, None)),
+                   "restep": functools.partial(_restep_each_seed, env_step=env_step)}
+    else:
+      collect, epochs = ((train.initial_collect_chunk_many, train.run_epochs_many) if many_seeds
+                         else (_collect_one_seed, _epochs_one_seed))
+      self._fns = {"collect": bind(collect), "epochs": bind(epochs),
+                   "restep": functools.partial(resume.restep, env_step=env_step)}
     self._compiled = {}
     self.last_compile_s = 0.0
     self.last_call_s = 0.0
@@ -244,10 +264,15 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
   # The train envs, once per process; the state starts fresh or from the newest checkpoint.
   states = run_files.template_states(cfg, num_seeds)
   env = make_train_env(cfg, num_seeds)
-  env_state, env_step = env.functional(cfg.env.step_path)  # resets the envs
-  programs = Programs(cfg, env_step, log, many_seeds=packed)
+  # A pure-JAX env state is checkpointed, and vmapped with the rest of the state over packed seeds.
+  pure_env = envs.is_pure(cfg.env.backend, cfg.env.step_path)
+  env_state, env_step = env.functional(  # resets the envs
+      cfg.env.step_path, num_groups=num_seeds if pure_env else 1)
+  programs = Programs(cfg, env_step, log, many_seeds=packed, vmap_env=pure_env)
   extra = {"num_epochs_collect": np.int64(-1)}
-  restored = checkpointer.restore_latest(states, extra) if resumed else None
+  # Checkpoints written before env states were saved have none: they are resumed by re-stepping.
+  restored = (checkpointer.restore_latest(states, dict(extra, env_state=env_state) if pure_env else extra,
+                                          optional=("env_state",)) if resumed else None)
   start_epoch = 0
   # Every input of the compiled programs is committed to this process's first device, fresh or restored
   # (orbax restores committed arrays, and a committed input lowers to different HLO): a resumed process
@@ -262,11 +287,15 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
     start_epoch, states, extra = restored
     states = jax.device_put(states, device)
     log(f"resuming from the checkpoint at epoch {start_epoch} ({_first(states.env_steps)} env steps per seed)")
-    try:
-      env_state = restore_envs(states, env_state, programs, f"{workdir} at epoch {start_epoch}", log)
-    except resume.ResumeError:
-      env.close()
-      raise
+    if "env_state" in extra:
+      env_state = jax.device_put(extra.pop("env_state"), device)
+      log("restored the train envs' state from the checkpoint: nothing to re-step")
+    else:  # Atari envs, or a pure-JAX run checkpointed before env states were saved
+      try:
+        env_state = restore_envs(states, env_state, programs, f"{workdir} at epoch {start_epoch}", log)
+      except resume.ResumeError:
+        env.close()
+        raise
   if resumed and parallel.is_main_process():
     run_files.drop_metrics_after(workdir, start_epoch)  # rows the interrupted process wrote after it
   logger = MetricsLogger(workdir, enabled=parallel.is_main_process())
@@ -301,7 +330,7 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
     seed0 = jax.tree.map(lambda x: x[0], states) if packed else states
     done = recorder.record(metrics, seed0, plan, t0, programs, total_epochs, perf)
     if schedule.is_checkpoint(done, total_epochs, cfg.run.checkpoint_every):
-      checkpointer.save(done, states, extra)
+      checkpointer.save(done, states, dict(extra, env_state=env_state) if pure_env else extra)
       log(f"checkpoint saved at epoch {done}")
       if stop_after_epoch is not None and done >= stop_after_epoch:
         env.close()

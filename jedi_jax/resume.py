@@ -1,7 +1,8 @@
 """Exact resume: bring freshly created train envs back to their state at a checkpoint by re-stepping them
 with the actions the replay recorded.
 
-A checkpoint holds everything but the envs (envpool cannot snapshot its emulators). The train envs are
+A checkpoint of an Atari run holds everything but the envs (envpool cannot snapshot its emulators; a
+pure-JAX env's state is checkpointed instead, `jedi_jax.checkpoint`). The train envs are
 created once per process and a checkpoint never touches them, so a run's games go on across checkpoints.
 To resume, the envs are created again with the run's env seed and stepped with every recorded action,
 auto-reset dummy steps included: ALE (and any backend deterministic given its seed and actions) then goes

@@ -40,7 +40,7 @@ class TrainState(flax.struct.PyTreeNode):
   ac_params: PyTree
   ac_opt_state: PyTree
   replay: replay_lib.ReplayState
-  env_state: PyTree            # envpool XLA handle (+ lives/return bookkeeping); never checkpointed
+  env_state: PyTree            # the envs' `EnvState`; checkpointed apart, and only when pure-JAX (envs.is_pure)
   obs: jax.Array               # [E, 64, 64, 3] uint8, the frame the next action is taken on
   is_first: jax.Array          # [E] bool, the next step starts a (training) episode: reset the policy LSTM
   policy_state: PyTree         # actor-critic LSTM state for the E envs
@@ -415,8 +415,9 @@ def minority_reward_count(replay: replay_lib.ReplayState) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------------------------
-# Many seeds in one program: the per-seed state is vmapped; the env step is not (envpool's call cannot
-# be batched), so one pool of K x E envs is stepped between a vmapped policy and a vmapped replay write.
+# Many seeds in one program on envpool: the per-seed state is vmapped; the env step is not (envpool's call
+# cannot be batched), so one pool of K x E envs is stepped between a vmapped policy and a vmapped replay write.
+# (A pure-JAX env is vmapped with the state: `loop.Programs` vmaps the one-seed programs whole.)
 # ----------------------------------------------------------------------------------------------
 
 def collect_many(states: TrainState, env_state: PyTree, num_steps, epsilon: float, env_step: EnvStepFn,

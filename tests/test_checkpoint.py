@@ -64,3 +64,23 @@ def test_a_damaged_newest_checkpoint_falls_back_and_only_a_writer_sets_it_aside(
   writer = ckpt_lib.Checkpointer(str(tmp_path), log=lambda *_: None)
   assert writer.restore_latest(_state(0))[0] == 1
   assert os.listdir(tmp_path / "corrupt_checkpoints") and writer.epochs() == [1]
+
+
+def test_extra_pytrees_are_saved_optional_keys_may_be_missing_and_unwanted_keys_are_dropped(tmp_path):
+  """A pytree in `extra` (a pure-JAX env state) round-trips; a checkpoint without an optional key restores
+  without it (written before env states were saved); a reader that does not ask for a saved key gets the
+  rest."""
+  env_state = {"obs": jnp.arange(6, dtype=jnp.uint8).reshape(2, 3), "keys": (jnp.ones((2, 2), jnp.uint32),)}
+  checkpointer = ckpt_lib.Checkpointer(str(tmp_path), log=lambda *_: None)
+  checkpointer.save(1, _state(1), {"n": np.int64(4)})
+  checkpointer.save(2, _state(2), {"n": np.int64(5), "env_state": env_state})
+  template = {"n": np.int64(-1), "env_state": jax.tree.map(jnp.zeros_like, env_state)}
+  epoch, _, extra = checkpointer.restore_latest(_state(0), template, optional=("env_state",))
+  assert epoch == 2 and int(extra["n"]) == 5
+  for a, b in zip(jax.tree.leaves(extra["env_state"]), jax.tree.leaves(env_state), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  _, _, extra = checkpointer.restore_latest(_state(0), {"n": np.int64(-1)})
+  assert list(extra) == ["n"]
+  _damage(Path(checkpointer.directory) / "2")
+  epoch, _, extra = checkpointer.restore_latest(_state(0), template, optional=("env_state",))
+  assert epoch == 1 and list(extra) == ["n"] and int(extra["n"]) == 4

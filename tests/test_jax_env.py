@@ -258,3 +258,24 @@ def test_train_cli_refuses_a_game_of_another_backend(tmp_path):
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
   assert "error: game 'Pong' needs env.backend 'envpool' or 'ale', got 'jax'" in proc.stderr, proc.stderr[-2000:]
   assert not workdir.exists()
+
+
+def test_env_groups_are_the_pool_split_per_seed_and_step_under_vmap():
+  """`functional(num_groups=K)`: the K x E envs as [K, E] (packed seeds), stepped by the one-group step under
+  vmap, give exactly the K x E pool's frames; a backend whose state is not a pytree is refused."""
+  actions = np.random.default_rng(1).integers(0, 3, (12, 2, 2)).astype(np.int32)
+  with envs.make_env("Catch", 4, 3, train=True, backend="jax") as env:
+    pool, pool_step = env.functional("xla")
+  with envs.make_env("Catch", 4, 3, train=True, backend="jax") as env:
+    groups, group_step = env.functional("xla", num_groups=2)
+  assert groups.obs.shape == (2, 2, 64, 64, 3)
+  np.testing.assert_array_equal(np.asarray(groups.obs).reshape(4, 64, 64, 3), np.asarray(pool.obs))
+  _, pool_out = jax.lax.scan(pool_step, pool, jnp.asarray(actions.reshape(12, 4)))
+  _, group_out = jax.lax.scan(jax.vmap(group_step), groups, jnp.asarray(actions))
+  for a, b in zip(jax.tree.leaves(pool_out), jax.tree.leaves(group_out)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b).reshape(np.shape(a)))
+  with envs.make_env("Catch", 4, 3, train=True, backend="jax") as env:
+    with pytest.raises(ValueError, match="num_groups=3"):
+      env.functional("xla", num_groups=3)
+    with pytest.raises(ValueError, match="num_groups=2"):
+      env.functional("host", num_groups=2)

@@ -76,6 +76,13 @@ def make_env(game: str, num_envs: int, seed: int, *, train: bool, backend: str =
   return __getattr__("EnvpoolAtari")(game, num_envs, seed, **kwargs)
 
 
+def is_pure(backend: str, step_path: str) -> bool:
+  """Whether the train envs' whole state is a pytree of arrays stepped inside the compiled program: the
+  pure-JAX backend on any path but "host" (whose state lives in Python). Such an env state is saved in
+  checkpoints (nothing to re-step on resume), vmapped over packed seeds, and its programs can be cached."""
+  return backend == "jax" and step_path != "host"
+
+
 def num_actions(game: str, backend: str = "envpool") -> int:
   """The size of `game`'s minimal action set (what the policy chooses from), read from a 1-env instance."""
   with make_env(game, 1, 0, train=True, backend=backend) as env:
@@ -84,4 +91,4 @@ def num_actions(game: str, backend: str = "envpool") -> int:
 
 __all__ = ["ATARI_BACKENDS", "AleVectorAtari", "AtariBatchEnv", "BACKENDS", "EnvState", "EnvpoolAtari",
            "GAMES", "JAX_GAMES", "JaxBatchEnv", "RawStep", "StepOutput", "StochasticAleAtari", "advance",
-           "check_game", "make_env", "num_actions"]
+           "check_game", "is_pure", "make_env", "num_actions"]

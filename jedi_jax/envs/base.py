@@ -129,7 +129,8 @@ class AtariBatchEnv:
 
   # --- Functional API -------------------------------------------------------------------------
 
-  def functional(self, path: str = "xla", seed: int | None = None) -> tuple[EnvState, StepFn]:
+  def functional(self, path: str = "xla", seed: int | None = None, *, num_groups: int = 1
+                 ) -> tuple[EnvState, StepFn]:
     """Resets the envs and returns a pure step for use inside `jax.jit` / `lax.scan`.
 
     The initial observation (of this reset) is `env_state.obs`; after each step `env_state.obs`
@@ -141,13 +142,20 @@ class AtariBatchEnv:
       path: "xla": the backend's XLA custom call (envpool, ale-py without stochastic frame skip);
         "host": the Python backend step through `jax.experimental.io_callback(ordered=True)`.
       seed: as in `reset`.
+      num_groups: K > 1 splits the N envs into K groups of N / K (envs k*N/K .. (k+1)*N/K - 1 in group k),
+        for packed seeds: every leaf of `env_state` gets a leading [K] axis and `step_fn` steps one group
+        (vmap it, or the program around it, over that axis). Only where the whole env state is a pytree of
+        arrays: the pure-JAX backend on the "xla" path.
 
     Returns:
       env_state (an `EnvState` of jax arrays) and `step_fn(env_state, actions [N] int32) ->
-      (env_state, StepOutput)`.
+      (env_state, StepOutput)` (with N / K envs per group when `num_groups` = K).
     """
     if path not in ("xla", "host"):
       raise ValueError(f"unknown functional path {path!r}; valid: 'xla', 'host'")
+    if num_groups != 1 and (self.backend != "jax" or path != "xla" or self.num_envs % num_groups):
+      raise ValueError(f"num_groups={num_groups} needs the pure-JAX backend on the 'xla' path and a multiple of "
+                       f"it as num_envs; got backend {self.backend!r}, path {path!r}, {self.num_envs} envs")
     if path == "xla" and type(self)._backend_xla is AtariBatchEnv._backend_xla:
       AtariBatchEnv._backend_xla(self)  # raises the backend's "no XLA step" error
     obs, info = self.reset(seed)
@@ -157,7 +165,9 @@ class AtariBatchEnv:
       handle, raw_step = jnp.zeros((0,), jnp.uint8), self._host_raw_step()
     state = protocol.initial_state(handle, jnp.asarray(obs), jnp.asarray(info["lives"]), xp=jnp)
     train = self.train
-    n = self.num_envs
+    n = self.num_envs // num_groups
+    if num_groups != 1:
+      state = jax.tree.map(lambda x: x.reshape((num_groups, n) + x.shape[1:]), state)
 
     def step_fn(env_state: EnvState, actions: jax.Array) -> tuple[EnvState, StepOutput]:
       actions = jnp.asarray(actions, jnp.int32).reshape((n,))
