@@ -269,6 +269,9 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
   env_state, env_step = env.functional(  # resets the envs
       cfg.env.step_path, num_groups=num_seeds if pure_env else 1)
   programs = Programs(cfg, env_step, log, many_seeds=packed, vmap_env=pure_env)
+  # Data parallel with a pure-JAX env: each device steps its own group of envs (parallel.sharded_collect_rows).
+  group_step = (env.group_step(num_devices) if mesh is not None and pure_env and jax.process_count() == 1
+                and cfg.env.num_envs % num_devices == 0 else None)
   extra = {"num_epochs_collect": np.int64(-1)}
   # Checkpoints written before env states were saved have none: they are resumed by re-stepping.
   restored = (checkpointer.restore_latest(states, dict(extra, env_state=env_state) if pure_env else extra,
@@ -326,7 +329,8 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
       states, env_state, metrics = programs("epochs", states, env_state, train.make_plan(*plan))
       perf = None
     else:
-      states, env_state, metrics, perf = _data_parallel_epochs(states, env_state, plan, cfg, mesh, programs)
+      states, env_state, metrics, perf = _data_parallel_epochs(states, env_state, plan, cfg, mesh, programs,
+                                                               group_step)
     seed0 = jax.tree.map(lambda x: x[0], states) if packed else states
     done = recorder.record(metrics, seed0, plan, t0, programs, total_epochs, perf)
     if schedule.is_checkpoint(done, total_epochs, cfg.run.checkpoint_every):
@@ -364,11 +368,12 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
   return states, all_results
 
 
-def _data_parallel_epochs(state, env_state, plan, cfg, mesh, programs):
-  """`plan[0]` epochs, each a collect call on device 0 and an update call on the mesh (parallel.py);
-  returns the state, the env state, the call's `CallMetrics` and the time spent in each kind of call."""
+def _data_parallel_epochs(state, env_state, plan, cfg, mesh, programs, group_step=None):
+  """`plan[0]` epochs, each a collect call (on device 0, or on the mesh with `group_step`) and an update call
+  on the mesh (parallel.py); returns the state, the env state, the call's `CallMetrics` and the time spent in
+  each kind of call."""
   if programs.data_parallel is None:
-    programs.data_parallel = parallel.DataParallelEpoch(cfg, mesh, programs.env_step, programs.log)
+    programs.data_parallel = parallel.DataParallelEpoch(cfg, mesh, programs.env_step, programs.log, group_step)
   state = parallel.replicate(state, mesh)
   sums, t_collect, t_update, t_compile = None, 0.0, 0.0, 0.0
   num_epochs, collect_steps, wm_updates, ac_updates = plan

@@ -14,9 +14,14 @@ large. We turn the checker off (`check_vma=False`: our scans carry zero-initiali
 rejects), which makes the gradient device-local, and average it with one `pmean`;
 `tests/test_parallel.py` compares against a single-device computation and against the summed gradient.
 
-The env step never enters the mesh: envpool's XLA call inside `shard_map` or a partitioned jit steps every
-env once per device. A data-parallel epoch therefore runs as two calls: collect on device 0
-(`train.collect_rows`), then the sharded updates, which first append the rows to the replicated replay.
+A data-parallel epoch runs as two calls: collection, then the sharded updates, which first append the
+collected rows to the replicated replay. Where the collection runs depends on the env:
+  * a pure-JAX env (`envs.is_pure`) whose E envs split evenly over the D devices: inside `shard_map`, each
+    device steps its own E / D envs with its own part of the acting state (`sharded_collect_rows`), and
+    draws its actions with the step key folded with its index;
+  * envpool (and a pure-JAX env with E not a multiple of D, or several processes): on device 0
+    (`train.collect_rows`). envpool's XLA call inside `shard_map` or a partitioned jit would step every env
+    once per device.
 """
 
 from __future__ import annotations
@@ -114,23 +119,69 @@ def dp_update_epochs(state: train.TrainState, rows: train.Row, plan: train.Epoch
       ac_update=lambda s, n, c: train.update_actor_critic(s, n, c, local_fn=ac_local))
 
 
+def _acting_specs(state: train.TrainState) -> train.TrainState:
+  """Partition specs of an acting state (a TrainState without replay, optimiser or env states): each env's
+  frame, first flag and policy LSTM state split over the devices by env; params, key and counters
+  replicated."""
+  specs = jax.tree.map(lambda _: P(), state)
+  return specs.replace(obs=P(AXIS), is_first=P(AXIS), policy_state=jax.tree.map(lambda _: P(AXIS), state.policy_state))
+
+
+def sharded_collect_rows(state: train.TrainState, env_state, num_steps: int, epsilon: float, env_step: Callable,
+                         config, mesh: Mesh):
+  """`train.collect_rows` with every device stepping its own envs (a pure-JAX env).
+
+  Args:
+    state: the acting state (`replay`, optimiser and env states None), E envs.
+    env_state: the E envs' `EnvState` (leaves [E, ...]); device d steps envs d*E/D .. (d+1)*E/D - 1.
+    num_steps: agent steps in all (num_steps / E vector steps, as in `collect_rows`).
+    env_step: the step of one group of E / D envs (`AtariBatchEnv.group_step(D)`).
+
+  Returns:
+    (state, env_state, rows [T, E, ...] split over the devices by env, the collection stats summed over the
+    devices). The carried key and the env-step count are those of a one-device collection.
+  """
+  num_devices = mesh.devices.size
+  specs, env_specs = _acting_specs(state), jax.tree.map(lambda _: P(AXIS), env_state)
+
+  def per_device(state, env_state):
+    steps_before = state.env_steps
+    state, rows, stats = train.collect_rows(state.replace(env_state=env_state), num_steps // num_devices, epsilon,
+                                            env_step, config, fold=jax.lax.axis_index(AXIS))
+    state = state.replace(env_steps=steps_before + jax.lax.psum(state.env_steps - steps_before, AXIS))
+    return state.replace(env_state=None), state.env_state, rows, jax.lax.psum(stats, AXIS)
+
+  return jax.shard_map(per_device, mesh=mesh, in_specs=(specs, env_specs),
+                       out_specs=(specs, env_specs, P(None, AXIS), P()), check_vma=False)(state, env_state)
+
+
 class DataParallelEpoch:
   """Host-side driver of data-parallel epochs: a single-device collect program and a mesh update program,
   each compiled once (on first use, reported through `log` like the loop's other programs).
 
-  `state` lives replicated on the mesh without its env handle; the collect program gets device-0 copies of
-  what acting needs and returns the rows, which move to the mesh.
+  `state` lives replicated on the mesh without its env handle. With `group_step` (a pure-JAX env, one group
+  of envs per device) the collect program is `sharded_collect_rows` on the mesh; otherwise it gets device-0
+  copies of what acting needs. Its rows then move to the mesh.
   """
 
-  def __init__(self, config, mesh: Mesh, env_step: Callable, log=print):
+  def __init__(self, config, mesh: Mesh, env_step: Callable, log=print, group_step: Callable | None = None):
     self.mesh = mesh
     self.device0 = mesh.devices.flat[0]
     self.log = log
     self.compile_seconds = 0.0   # spent in the last call
-    steps = config.schedule.steps_per_epoch
+    self.sharded = group_step is not None
+    steps, epsilon = config.schedule.steps_per_epoch, config.ac.epsilon_collect
+    if self.sharded:
+      log(f"data-parallel collection: each of the {mesh.devices.size} devices steps its own "
+          f"{config.env.num_envs // mesh.devices.size} envs (shard_map)")
+      collect = lambda small, env_state: sharded_collect_rows(
+          small, env_state, steps, epsilon, group_step, config, mesh)
+    else:
+      log("data-parallel collection: on device 0 (the env step cannot enter the mesh)")
 
-    def collect(small_state):
-      return train.collect_rows(small_state, steps, config.ac.epsilon_collect, env_step, config)
+      def collect(small, env_state):
+        small, rows, stats = train.collect_rows(small.replace(env_state=env_state), steps, epsilon, env_step, config)
+        return small.replace(env_state=None), small.env_state, rows, stats
 
     self._fns = {"collect_rows": jax.jit(collect),
                  "update": jax.jit(functools.partial(dp_update_epochs, config=config, mesh=mesh), donate_argnums=0)}
@@ -147,11 +198,11 @@ class DataParallelEpoch:
     excluded (`compile_seconds`)."""
     self.compile_seconds = 0.0
     t0 = time.time()
-    small = jax.device_put(state.replace(replay=None, wm_opt_state=None, ac_opt_state=None), self.device0)
-    small = small.replace(env_state=env_state)
+    small = state.replace(replay=None, wm_opt_state=None, ac_opt_state=None, env_state=None)
+    if not self.sharded:
+      small = jax.device_put(small, self.device0)
     if collect:
-      small, rows, stats = self._call("collect_rows", small)
-      env_state = small.env_state
+      small, env_state, rows, stats = self._call("collect_rows", small, env_state)
       if jax.process_count() > 1:
         # Every process steps its own envs, but the replay is replicated: all processes take process 0's
         # rows and acting state, so the replicas stay identical (the other processes' env data is unused).
@@ -165,7 +216,7 @@ class DataParallelEpoch:
           policy_state=replicate(small.policy_state, self.mesh), key=replicate(small.key, self.mesh),
           env_steps=replicate(small.env_steps, self.mesh))
     else:  # zero rows of the collect call's shape: the update program is the same (none is appended)
-      _, rows, stats = jax.eval_shape(self._fns["collect_rows"], small)
+      _, _, rows, stats = jax.eval_shape(self._fns["collect_rows"], small, env_state)
       rows, stats = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (rows, stats))
     rows = replicate(rows, self.mesh)
     jax.block_until_ready(rows)

@@ -189,12 +189,14 @@ def zero_collect_stats() -> CollectStats:
                                                    jnp.int32, jnp.int32)))
 
 
-def collect_rows(state: TrainState, num_steps: int, epsilon: float, env_step: EnvStepFn, config
-                 ) -> tuple[TrainState, Row, CollectStats]:
+def collect_rows(state: TrainState, num_steps: int, epsilon: float, env_step: EnvStepFn, config,
+                 fold: jax.Array | None = None) -> tuple[TrainState, Row, CollectStats]:
   """Like `collect` but returns the rows ([T, E, ...], T = num_steps / E, static) instead of writing them:
-  the data-parallel epoch collects on one device and appends the rows on the mesh."""
+  the data-parallel epoch collects and then appends the rows on the mesh. `fold` (a device index) is folded
+  into each step's action key, leaving the carried key as it would be without it."""
   def one_step(state, _):
     state, key = _next_key(state)
+    key = key if fold is None else jax.random.fold_in(key, fold)
     state, actions = choose_actions(state, key, epsilon, config)
     env_state, out = env_step(state.env_state, actions)
     state, row, stats = transition(state.replace(env_state=env_state), actions, out)

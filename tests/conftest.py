@@ -95,10 +95,11 @@ def frozen_tiny_config(**overrides):
 
 
 # The suite runs on 2 pytest-xdist workers (pyproject's addopts), fed one test at a time. The longest tests
-# go first, so that neither worker is left with a long test at the end (the others take seconds). The first
-# two go to one worker and build the Catch reference run of test_train.py (`shared_once`), which the others
-# of test_train.py use, while the other worker runs the next two, which do not need it.
+# go first, so that neither worker is left with a long test at the end (the others take seconds). The learning
+# run (~4 min) takes one worker; the other builds the Catch reference run of test_train.py (`shared_once`)
+# for the rest of test_train.py.
 LONG_FIRST = (
+    "test_learning.py::test_a_four_minute_catch_run_clearly_beats_the_random_policy",
     "test_train.py::test_results_do_not_depend_on_the_checkpoint_interval_or_a_kill",
     "test_train.py::test_packed_seeds_resume_exactly_and_match_single_runs",
     "test_world_model.py::test_pixel_denoiser_overfits_fixed_batch",

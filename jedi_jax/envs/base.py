@@ -153,9 +153,7 @@ class AtariBatchEnv:
     """
     if path not in ("xla", "host"):
       raise ValueError(f"unknown functional path {path!r}; valid: 'xla', 'host'")
-    if num_groups != 1 and (self.backend != "jax" or path != "xla" or self.num_envs % num_groups):
-      raise ValueError(f"num_groups={num_groups} needs the pure-JAX backend on the 'xla' path and a multiple of "
-                       f"it as num_envs; got backend {self.backend!r}, path {path!r}, {self.num_envs} envs")
+    self._check_groups(path, num_groups)
     if path == "xla" and type(self)._backend_xla is AtariBatchEnv._backend_xla:
       AtariBatchEnv._backend_xla(self)  # raises the backend's "no XLA step" error
     obs, info = self.reset(seed)
@@ -164,10 +162,26 @@ class AtariBatchEnv:
     else:
       handle, raw_step = jnp.zeros((0,), jnp.uint8), self._host_raw_step()
     state = protocol.initial_state(handle, jnp.asarray(obs), jnp.asarray(info["lives"]), xp=jnp)
-    train = self.train
     n = self.num_envs // num_groups
     if num_groups != 1:
       state = jax.tree.map(lambda x: x.reshape((num_groups, n) + x.shape[1:]), state)
+    return state, self._step_fn(raw_step, n)
+
+  def group_step(self, num_groups: int) -> StepFn:
+    """The functional step of one group of N / K envs, as `functional(num_groups=K)` returns it, without
+    resetting anything: for a program that steps the groups apart (data-parallel collection, one group of
+    envs per device). Call `functional` first."""
+    self._check_groups("xla", num_groups)
+    return self._step_fn(self._backend_xla()[1], self.num_envs // num_groups)
+
+  def _check_groups(self, path: str, num_groups: int) -> None:
+    if num_groups != 1 and (self.backend != "jax" or path != "xla" or self.num_envs % num_groups):
+      raise ValueError(f"num_groups={num_groups} needs the pure-JAX backend on the 'xla' path and a multiple of "
+                       f"it as num_envs; got backend {self.backend!r}, path {path!r}, {self.num_envs} envs")
+
+  def _step_fn(self, raw_step: RawStepFn, n: int) -> StepFn:
+    """The protocol (`protocol.advance`) around a backend's raw step of `n` envs."""
+    train = self.train
 
     def step_fn(env_state: EnvState, actions: jax.Array) -> tuple[EnvState, StepOutput]:
       actions = jnp.asarray(actions, jnp.int32).reshape((n,))
@@ -175,7 +189,7 @@ class AtariBatchEnv:
       new_state, out = protocol.advance(env_state, raw, train=train, xp=jnp)
       return new_state.replace(handle=handle), out
 
-    return state, step_fn
+    return step_fn
 
   def _host_raw_step(self) -> RawStepFn:
     n = self.num_envs
