@@ -99,7 +99,7 @@ def frozen_tiny_config(**overrides):
 # run (~4 min) takes one worker; the other builds the Catch reference run of test_train.py (`shared_once`)
 # for the rest of test_train.py.
 LONG_FIRST = (
-    "test_learning.py::test_a_four_minute_catch_run_clearly_beats_the_random_policy",
+    "test_learning.py::test_a_short_catch_run_clearly_beats_the_random_policy",
     "test_train.py::test_results_do_not_depend_on_the_checkpoint_interval_or_a_kill",
     "test_train.py::test_packed_seeds_resume_exactly_and_match_single_runs",
     "test_world_model.py::test_pixel_denoiser_overfits_fixed_batch",
