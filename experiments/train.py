@@ -79,7 +79,7 @@ def record_videos(config, workdir: str, states, num_seeds: int) -> None:
   """GIFs of the first `run.record_test_episodes` test episodes of each seed under `<seed dir>/videos/`: the
   final test played again exactly (jedi_jax/evaluate.py:record_test_episodes)."""
   import jax
-  from jedi_jax import evaluate, run_files, videos
+  from jedi_jax import evaluate, logs, run_files, videos
   for k in range(num_seeds):
     seed = config.seed + k
     state = jax.tree.map(lambda x: x[k], states) if num_seeds > 1 else states
@@ -87,6 +87,7 @@ def record_videos(config, workdir: str, states, num_seeds: int) -> None:
     directory = os.path.join(workdir, f"seed_{seed}" if num_seeds > 1 else "", "videos")
     episodes = evaluate.record_test_episodes(state, cfg, config.run.record_test_episodes)
     paths = videos.save_test_episodes(episodes, directory)
+    logs.log_videos(paths, key=f"test/episodes_seed_{seed}" if num_seeds > 1 else "test/episodes")
     print(f"{'seed %d: ' % seed if num_seeds > 1 else ''}wrote {len(paths)} test episode video(s) to {directory}")
 
 
@@ -106,12 +107,15 @@ def main(argv):
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  from jedi_jax import checkpoint, compilation_cache, loop
+  from jedi_jax import checkpoint, compilation_cache, logs, loop, parallel
+  wandb_run = None
   try:
     if _COMPILATION_CACHE.value and compilation_cache.cacheable(config):
       print(f"compilation cache: {compilation_cache.enable(_COMPILATION_CACHE.value)} "
             "(--compilation_cache= turns it off)")
     workdir = os.path.abspath(_WORKDIR.value)
+    if config.run.wandb_project and parallel.is_main_process():  # mirrors metrics.jsonl's rows (logs.py)
+      wandb_run = logs.start_wandb(config.run.wandb_project, workdir, config_lib.to_dict(config))
     if _NUM_SEEDS.value > 1:
       states, _ = loop.run_seeds(config, workdir, _NUM_SEEDS.value)
     else:
@@ -121,6 +125,9 @@ def main(argv):
   except (ValueError, checkpoint.WorkdirError, loop.TrainingError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  finally:
+    if wandb_run is not None:
+      wandb_run.finish()
 
 
 if __name__ == "__main__":

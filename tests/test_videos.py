@@ -1,5 +1,5 @@
-"""Videos: GIF writing, the open-loop error grid, and test-episode recording that replays exactly the scored
-episodes of a finished run (the Catch reference run of test_train.py, built once per session)."""
+"""Videos: GIF writing, the open-loop error grid, and where experiments/train.py writes recorded test episodes
+(the recording itself: tests/test_evaluate.py)."""
 
 import json
 
@@ -8,10 +8,7 @@ import pytest
 
 from experiments import train as train_cli
 from jedi_jax import evaluate
-from jedi_jax import run_files
 from jedi_jax import videos
-
-from test_train import reference  # noqa: F401  (the session's shared reference run)
 
 
 def test_gif_round_trip_is_exact_and_enlarged(tmp_path):
@@ -49,25 +46,29 @@ def test_error_grid_layout():
     videos.error_grid(real, imagined[:, :2])
 
 
-def test_recorded_test_episodes_are_the_scored_ones(reference, tmp_path):  # noqa: F811
-  """The recorded episodes are the first ones of the final test: same returns as results.json, in order."""
-  ref_dir, _ = reference
-  cfg, state, _ = run_files.load_run(str(ref_dir))
-  results = json.loads((ref_dir / "results.json").read_text())
-  config = train_cli.config_lib.to_config_dict(cfg)
-  config.run.record_test_episodes = 2
-  train_cli.record_videos(config, str(tmp_path), state, 1)
-  index = json.loads((tmp_path / "videos" / videos.VIDEO_INDEX).read_text())
-  assert [e["index"] for e in index] == [0, 1]
-  # Two test envs with a quota of one game each: env 0's game, then env 1's (evaluate's env-major order).
-  assert [e["env"] for e in index] == [0, 1]
-  assert [e["return"] for e in index] == results["episode_returns"][:2]
-  for entry in index:
-    frames = videos.read_gif(str(tmp_path / "videos" / entry["file"]))
-    assert frames.shape == (entry["steps"] + 1, 64 * 4, 64 * 4, 3)
-    assert entry["steps"] >= 1 and frames.std() > 0  # a game's frames, not a blank
-  with pytest.raises(ValueError, match="can record 1 to env.num_test_episodes=2"):
-    evaluate.record_test_episodes(state, cfg, 3)
+def test_record_videos_writes_each_seeds_episodes(monkeypatch, tmp_path):
+  """experiments/train.py's step after the test: each seed's state and single-seed config go to
+  `evaluate.record_test_episodes` (tested frame for frame in test_evaluate.py), its GIFs to the seed's folder."""
+  calls = []
+
+  def fake_record(state, cfg, num):
+    calls.append((int(state["w"]), cfg.seed, num))
+    frames = np.full((4, 64, 64, 3), cfg.seed, np.uint8)
+    frames[:, 0, 0] = np.arange(4)[:, None]  # distinct frames (a GIF merges identical consecutive ones)
+    return [{"frames": frames, "return": float(cfg.seed), "env": e, "index": e} for e in range(num)]
+  monkeypatch.setattr(evaluate, "record_test_episodes", fake_record)
+  config = train_cli.config_lib.debug()
+  config.seed, config.run.record_test_episodes = 5, 2
+  train_cli.record_videos(config, str(tmp_path / "one"), {"w": np.int32(7)}, 1)
+  train_cli.record_videos(config, str(tmp_path / "packed"), {"w": np.array([7, 8], np.int32)}, 2)
+  assert calls == [(7, 5, 2), (7, 5, 2), (8, 6, 2)]
+  for directory, seed in ((tmp_path / "one" / "videos", 5), (tmp_path / "packed" / "seed_5" / "videos", 5),
+                          (tmp_path / "packed" / "seed_6" / "videos", 6)):
+    index = json.loads((directory / videos.VIDEO_INDEX).read_text())
+    assert index == [{"file": f"test_episode_00{e}.gif", "index": e, "env": e, "return": float(seed), "steps": 3}
+                     for e in range(2)]
+    frames = videos.read_gif(str(directory / "test_episode_001.gif"))
+    assert frames.shape == (4, 256, 256, 3) and (frames[:, 4:] == seed).all()
 
 
 def test_record_field_out_of_range_is_refused():
