@@ -1,0 +1,57 @@
+"""experiments/play.py: the keyboard mapping, and playing inside the Catch reference run's world model
+headless and in a pygame window under SDL's dummy video driver (no display needed)."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from experiments import play
+
+from test_train import reference  # noqa: F401  (the session's shared reference run)
+
+BREAKOUT = ["NOOP", "FIRE", "RIGHT", "LEFT"]
+FULL = ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "DOWNRIGHT", "DOWNLEFT", "UPFIRE",
+        "RIGHTFIRE", "LEFTFIRE", "DOWNFIRE", "UPRIGHTFIRE", "UPLEFTFIRE", "DOWNRIGHTFIRE", "DOWNLEFTFIRE"]
+
+
+def test_keys_map_onto_the_minimal_action_set():
+  assert play.action_names("Breakout", "envpool") == BREAKOUT  # ALE's minimal set, the policy's order
+  assert play.action_names("Catch", "jax") == ["LEFT", "NOOP", "RIGHT"]
+  cases = [(set(), BREAKOUT, 0), ({"FIRE"}, BREAKOUT, 1), ({"RIGHT"}, BREAKOUT, 2), ({"UP", "LEFT"}, BREAKOUT, 3),
+           ({"LEFT", "RIGHT"}, BREAKOUT, 0), ({"UP"}, BREAKOUT, 0),
+           ({"UP", "LEFT", "FIRE"}, FULL, 15), ({"DOWN", "RIGHT"}, FULL, 8), ({"UP", "DOWN", "FIRE"}, FULL, 1),
+           (set(), ["LEFT", "NOOP", "RIGHT"], 1), ({"1"}, ["ACTION_0", "ACTION_1"], 1)]
+  for pressed, names, want in cases:
+    assert play.action_for_keys(pressed, names) == want, (pressed, names)
+  assert [l.split() for l in play.key_help(BREAKOUT)] == [["(none)", "NOOP"], ["Space", "FIRE"],
+                                                          ["Right", "RIGHT"], ["Left", "LEFT"]]
+  assert play.key_help(FULL)[15].split() == ["Up+Left+Space", "UPLEFTFIRE"]
+
+
+def test_headless_and_window_play_on_a_finished_run(reference, tmp_path, monkeypatch):  # noqa: F811
+  pygame = pytest.importorskip("pygame")  # the test extra installs it
+  monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+  workdir = tmp_path / "run"
+  shutil.copytree(reference[0], workdir)  # the viewing decoder is cached in the run
+  lines = []
+  session = play.Session(str(workdir), decoder_steps=0, log=lines.append)
+  assert any("fitting 0 steps" in l for l in lines) and (workdir / play.DECODER_FILE).exists()
+  frames, outcomes = play.play_headless(session, 4)
+  assert len(outcomes) == 4 and len(frames) == 5 + sum(o["end"] for o in outcomes)
+  assert all(f.shape == (64, 64, 3) and f.dtype == np.uint8 for f in frames)
+  assert all(o["reward"] in (-1.0, 0.0, 1.0) and 0 <= o["action"] < 3 for o in outcomes)
+
+  key = lambda kind, k: pygame.event.Event(kind, key=k)
+  scripted = {0: [key(pygame.KEYDOWN, pygame.K_RIGHT)], 2: [key(pygame.KEYUP, pygame.K_RIGHT)],
+              3: [key(pygame.KEYDOWN, pygame.K_r), key(pygame.KEYDOWN, pygame.K_LEFT)],
+              4: [key(pygame.KEYDOWN, pygame.K_ESCAPE)]}
+  shot = tmp_path / "window.png"
+  outcomes = play.run_window(session, scale=2, fps=1000, scripted=scripted, screenshot=str(shot))
+  assert [o["action"] for o in outcomes] == [2, 2, 1, 0]  # RIGHT, RIGHT, released: NOOP, LEFT; Esc stops
+  assert session.t == 1  # R restarted from a new segment before the last step
+  assert shot.stat().st_size > 1000
+
+  lines.clear()
+  play.Session(str(workdir), decoder_steps=0, log=lines.append)  # the cached decoder is reused
+  assert any("loaded" in l for l in lines) and not any("fitting" in l for l in lines)
