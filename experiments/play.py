@@ -65,8 +65,8 @@ def action_names(game: str, backend: str) -> list[str]:
 def action_for_keys(pressed, names: list[str]) -> int:
   """The action for the held keys (a set of "UP", "DOWN", "LEFT", "RIGHT", "FIRE", or digits "0".."9" for
   games without ALE names): ALE's name for the combination, e.g. UP+RIGHT+FIRE -> "UPRIGHTFIRE"; when the
-  game lacks it, the combination without its vertical, then horizontal part, then FIRE alone; else NOOP (or
-  action 0). Opposite directions cancel."""
+  game lacks it, the first it has of horizontal+FIRE, vertical+FIRE, vertical+horizontal, horizontal,
+  vertical, FIRE; else NOOP (or action 0). Opposite directions cancel."""
   digits = sorted(k for k in pressed if k.isdigit() and int(k) < len(names))
   if digits:
     return int(digits[0])

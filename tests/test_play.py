@@ -21,7 +21,10 @@ def test_keys_map_onto_the_minimal_action_set():
   cases = [(set(), BREAKOUT, 0), ({"FIRE"}, BREAKOUT, 1), ({"RIGHT"}, BREAKOUT, 2), ({"UP", "LEFT"}, BREAKOUT, 3),
            ({"LEFT", "RIGHT"}, BREAKOUT, 0), ({"UP"}, BREAKOUT, 0),
            ({"UP", "LEFT", "FIRE"}, FULL, 15), ({"DOWN", "RIGHT"}, FULL, 8), ({"UP", "DOWN", "FIRE"}, FULL, 1),
-           (set(), ["LEFT", "NOOP", "RIGHT"], 1), ({"1"}, ["ACTION_0", "ACTION_1"], 1)]
+           (set(), ["LEFT", "NOOP", "RIGHT"], 1), ({"1"}, ["ACTION_0", "ACTION_1"], 1),
+           # A combination the game lacks keeps its horizontal part first, then its vertical part.
+           ({"UP", "RIGHT", "FIRE"}, ["NOOP", "FIRE", "UP", "RIGHT", "UPFIRE", "RIGHTFIRE"], 5),
+           ({"UP", "RIGHT"}, ["NOOP", "UP", "RIGHT"], 2)]
   for pressed, names, want in cases:
     assert play.action_for_keys(pressed, names) == want, (pressed, names)
   assert [l.split() for l in play.key_help(BREAKOUT)] == [["(none)", "NOOP"], ["Space", "FIRE"],
