@@ -20,6 +20,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from jedi_jax import config as config_lib
+from jedi_jax import videos
 
 _GAME = flags.DEFINE_string("game", None, "Atari100k game, e.g. Breakout, Pong, MsPacman, or a pure-JAX game "
                            "(Catch); default: the preset's game (Breakout; Catch for --preset=catch).")
@@ -64,31 +65,8 @@ def resolve_config():
   config.game = _GAME.value or config.game
   config.seed = 0 if _SEED.value is None else _SEED.value
   config_lib.validate(config)
-  check_output_fields(config)
+  videos.check_record_test_episodes(config)
   return config
-
-
-def check_output_fields(config) -> None:
-  """The fields of this launcher's outputs (they cannot change results, so config.validate leaves them)."""
-  if not 0 <= config.run.record_test_episodes <= config.env.num_test_episodes:
-    raise ValueError(f"run.record_test_episodes must lie in [0, env.num_test_episodes="
-                     f"{config.env.num_test_episodes}], got {config.run.record_test_episodes}")
-
-
-def record_videos(config, workdir: str, states, num_seeds: int) -> None:
-  """GIFs of the first `run.record_test_episodes` test episodes of each seed under `<seed dir>/videos/`: the
-  final test played again exactly (jedi_jax/evaluate.py:record_test_episodes)."""
-  import jax
-  from jedi_jax import evaluate, logs, run_files, videos
-  for k in range(num_seeds):
-    seed = config.seed + k
-    state = jax.tree.map(lambda x: x[k], states) if num_seeds > 1 else states
-    cfg = run_files.seed_config(config, seed)
-    directory = os.path.join(workdir, f"seed_{seed}" if num_seeds > 1 else "", "videos")
-    episodes = evaluate.record_test_episodes(state, cfg, config.run.record_test_episodes)
-    paths = videos.save_test_episodes(episodes, directory)
-    logs.log_videos(paths, key=f"test/episodes_seed_{seed}" if num_seeds > 1 else "test/episodes")
-    print(f"{'seed %d: ' % seed if num_seeds > 1 else ''}wrote {len(paths)} test episode video(s) to {directory}")
 
 
 def main(argv):
@@ -121,7 +99,7 @@ def main(argv):
     else:
       states, _ = loop.run(config, workdir)
     if config.run.record_test_episodes:
-      record_videos(config, workdir, states, _NUM_SEEDS.value)
+      videos.record_test_videos(config, workdir, states, _NUM_SEEDS.value)
   except (ValueError, checkpoint.WorkdirError, loop.TrainingError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -104,3 +104,29 @@ def save_test_episodes(episodes: Sequence[dict], directory: str, *, scale: int =
   with open(os.path.join(directory, VIDEO_INDEX), "w") as f:
     json.dump(index, f, indent=1)
   return paths
+
+
+def check_record_test_episodes(config) -> None:
+  """`run.record_test_episodes` must lie in [0, env.num_test_episodes] (an output field: config.validate
+  leaves it to the launcher)."""
+  if not 0 <= config.run.record_test_episodes <= config.env.num_test_episodes:
+    raise ValueError(f"run.record_test_episodes must lie in [0, env.num_test_episodes="
+                     f"{config.env.num_test_episodes}], got {config.run.record_test_episodes}")
+
+
+def record_test_videos(config, workdir: str, states, num_seeds: int, log=print) -> None:
+  """GIFs of the first `run.record_test_episodes` final test episodes of each seed under `<seed dir>/videos/`
+  (`workdir/videos/`, or `workdir/seed_<s>/videos/` for packed seeds), also sent to an active W&B run: the
+  final test played again exactly (`evaluate.record_test_episodes`). `states`: the trained state(s), stacked
+  over seeds when `num_seeds` > 1."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from jedi_jax import evaluate, logs, run_files  # pylint: disable=g-import-not-at-top
+  for k in range(num_seeds):
+    seed = config.seed + k
+    state = jax.tree.map(lambda x: x[k], states) if num_seeds > 1 else states
+    cfg = run_files.seed_config(config, seed)
+    directory = os.path.join(workdir, f"seed_{seed}" if num_seeds > 1 else "", "videos")
+    episodes = evaluate.record_test_episodes(state, cfg, config.run.record_test_episodes)
+    paths = save_test_episodes(episodes, directory)
+    logs.log_videos(paths, key=f"test/episodes_seed_{seed}" if num_seeds > 1 else "test/episodes")
+    log(f"{'seed %d: ' % seed if num_seeds > 1 else ''}wrote {len(paths)} test episode video(s) to {directory}")

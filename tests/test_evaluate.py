@@ -36,7 +36,7 @@ def test_random_policy_evaluation_matches_a_python_loop():
 def test_recorded_episodes_are_the_first_test_games_frame_for_frame():
   """`play_test_episodes(..., num_recorded=2)` (the loop behind `record_test_episodes`) returns the first two
   games of the test's env-major list: env 0's two games (quota [2, 1]), frame for frame as a Python loop over
-  the same envs and action stream sees them, with the same returns as the full test."""
+  the same envs and action stream sees them (the loop `evaluate_random` is checked against above)."""
   cfg = frozen_tiny_config(**{"env.max_episode_steps": 40, "env.num_test_envs": 2, "env.num_test_episodes": 3})
   num_actions = envs.num_actions(cfg.game, cfg.env.backend)
 
@@ -45,7 +45,6 @@ def test_recorded_episodes_are_the_first_test_games_frame_for_frame():
   key = jax.random.PRNGKey(cfg.seed)
   got = evaluate.play_test_episodes(act, (), (), cfg, 3, key, chunk=16, num_recorded=2)
   assert [(e["index"], e["env"]) for e in got] == [(0, 0), (1, 0)]
-  assert [e["return"] for e in got] == evaluate.evaluate_random(cfg, num_episodes=3, chunk=16)[:2]
 
   env = envs.make_env(cfg.game, 2, evaluate.test_env_seed(cfg.seed, 2), train=False,
                       max_episode_steps=cfg.env.max_episode_steps, noop_max=cfg.env.noop_max)

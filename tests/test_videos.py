@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments import train as train_cli
+from jedi_jax import config as config_lib
 from jedi_jax import evaluate
 from jedi_jax import videos
 
@@ -47,7 +47,7 @@ def test_error_grid_layout():
 
 
 def test_record_videos_writes_each_seeds_episodes(monkeypatch, tmp_path):
-  """experiments/train.py's step after the test: each seed's state and single-seed config go to
+  """The step after the final test (experiments/train.py): each seed's state and single-seed config go to
   `evaluate.record_test_episodes` (tested frame for frame in test_evaluate.py), its GIFs to the seed's folder."""
   calls = []
 
@@ -57,10 +57,10 @@ def test_record_videos_writes_each_seeds_episodes(monkeypatch, tmp_path):
     frames[:, 0, 0] = np.arange(4)[:, None]  # distinct frames (a GIF merges identical consecutive ones)
     return [{"frames": frames, "return": float(cfg.seed), "env": e, "index": e} for e in range(num)]
   monkeypatch.setattr(evaluate, "record_test_episodes", fake_record)
-  config = train_cli.config_lib.debug()
+  config = config_lib.debug()
   config.seed, config.run.record_test_episodes = 5, 2
-  train_cli.record_videos(config, str(tmp_path / "one"), {"w": np.int32(7)}, 1)
-  train_cli.record_videos(config, str(tmp_path / "packed"), {"w": np.array([7, 8], np.int32)}, 2)
+  videos.record_test_videos(config, str(tmp_path / "one"), {"w": np.int32(7)}, 1)
+  videos.record_test_videos(config, str(tmp_path / "packed"), {"w": np.array([7, 8], np.int32)}, 2)
   assert calls == [(7, 5, 2), (7, 5, 2), (8, 6, 2)]
   for directory, seed in ((tmp_path / "one" / "videos", 5), (tmp_path / "packed" / "seed_5" / "videos", 5),
                           (tmp_path / "packed" / "seed_6" / "videos", 6)):
@@ -72,9 +72,9 @@ def test_record_videos_writes_each_seeds_episodes(monkeypatch, tmp_path):
 
 
 def test_record_field_out_of_range_is_refused():
-  config = train_cli.config_lib.debug()  # 4 test episodes
+  config = config_lib.debug()  # 4 test episodes
   config.run.record_test_episodes = 5
   with pytest.raises(ValueError, match=r"run.record_test_episodes must lie in \[0, env.num_test_episodes=4\], got 5"):
-    train_cli.check_output_fields(config)
+    videos.check_record_test_episodes(config)
   config.run.record_test_episodes = 4
-  train_cli.check_output_fields(config)
+  videos.check_record_test_episodes(config)
