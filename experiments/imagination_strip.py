@@ -6,7 +6,8 @@ replay with the encoder frozen (training is untouched: nothing is written to the
 
   * a PNG strip, three rows per example: real frames / decoded encoder latents (the decoder's own error) /
     decoded imagined latents;
-  * a GIF of the same, real | reconstruction | imagined side by side, one frame per step.
+  * an open-loop video grid, `<out>.gif`: real | imagined | |real - imagined| (grey, black = equal) side by
+    side, one row per example, one frame per imagined step (`jedi_jax/videos.py:error_grid`).
 
   python -m experiments.imagination_strip --workdir=runs/cpu_Boxing_0 --out=docs/images/imagination_Boxing
 """
@@ -41,6 +42,7 @@ def main(argv):
   from jedi_jax import decoder as dec_lib
   from jedi_jax import run_files
   from jedi_jax import replay as replay_lib
+  from jedi_jax import videos
   from jedi_jax import world_model
 
   cfg, state, epoch = run_files.load_run(_WORKDIR.value, _NUM_SEEDS.value)
@@ -99,12 +101,9 @@ def main(argv):
   strip = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
   Image.fromarray(strip).resize((strip.shape[1] * 2, strip.shape[0] * 2), Image.NEAREST).save(
       _OUT.value + ".png")
-  frames = [Image.fromarray(np.concatenate([np.concatenate([real[e, t], recon[e, t], dream[e, t]], axis=1)
-                                            for e in range(len(full))], axis=0)).resize((192 * 3, 192 * len(full)), Image.NEAREST)
-            for t in range(real.shape[1])]
-  frames[0].save(_OUT.value + ".gif", save_all=True, append_images=frames[1:], duration=250, loop=0)
+  videos.write_gif(_OUT.value + ".gif", videos.error_grid(real, dream), fps=4, scale=3)
   print(f"wrote {_OUT.value}.png (rows per example: real / decoded encoder latents / decoded imagination) "
-        f"and {_OUT.value}.gif")
+        f"and {_OUT.value}.gif (real | imagined | |error|, one frame per step)")
 
 
 if __name__ == "__main__":

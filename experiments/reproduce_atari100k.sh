@@ -5,6 +5,7 @@
 #
 # Seeds are packed 5 per program (--num_seeds=5, jax.vmap over the training state): one process per game.
 # Rerunning the script resumes unfinished runs (each workdir resumes from its last checkpoint).
+# On a SLURM cluster: experiments/slurm_atari100k.sh (one array task per game).
 set -euo pipefail
 RUNS=${1:?usage: $0 RUNS_DIR [extra flags]}; shift
 GAMES=$(python -c "from jedi_jax.envs import GAMES; print(' '.join(GAMES))")

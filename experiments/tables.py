@@ -14,8 +14,10 @@ Median, IQM, Optimality gap, Har-HNS, #Superhuman) with stratified-bootstrap 95%
 the Agent-Optimal and Human-Optimal sets side by side. `--out` also writes the tables as files, a
 `summary.json`, and three PNG plots. Definitions: `jedi_jax/metrics.py`.
 
-Baselines: IRIS and DIAMOND use their 5 published runs per game (so they get CIs); the others only have
-published per-game means, aggregated as one run per game (no CI; IQM and optimality gap over 26 values).
+Baselines: IRIS, DIAMOND, REM and Simulus (M3) use their 5 published runs per game and BBF its 52-60 (so they
+get CIs; `jedi_jax/data/SOURCES.md` says where each file comes from); the others only have published per-game
+means, aggregated as one run per game (no CI; IQM and optimality gap over 26 values). The per-game table shows
+the published per-game means (for BBF the paper's table, which is not the mean of its released runs).
 All 26 games are required unless `--allow_missing`, which aggregates every column over the games given.
 """
 

@@ -20,6 +20,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from jedi_jax import config as config_lib
+from jedi_jax import videos
 
 _GAME = flags.DEFINE_string("game", None, "Atari100k game, e.g. Breakout, Pong, MsPacman, or a pure-JAX game "
                            "(Catch); default: the preset's game (Breakout; Catch for --preset=catch).")
@@ -64,6 +65,7 @@ def resolve_config():
   config.game = _GAME.value or config.game
   config.seed = 0 if _SEED.value is None else _SEED.value
   config_lib.validate(config)
+  videos.check_record_test_episodes(config)
   return config
 
 
@@ -83,18 +85,27 @@ def main(argv):
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  from jedi_jax import checkpoint, compilation_cache, loop
+  from jedi_jax import checkpoint, compilation_cache, logs, loop, parallel
+  wandb_run = None
   try:
     if _COMPILATION_CACHE.value and compilation_cache.cacheable(config):
       print(f"compilation cache: {compilation_cache.enable(_COMPILATION_CACHE.value)} "
             "(--compilation_cache= turns it off)")
+    workdir = os.path.abspath(_WORKDIR.value)
+    if config.run.wandb_project and parallel.is_main_process():  # mirrors metrics.jsonl's rows (logs.py)
+      wandb_run = logs.start_wandb(config.run.wandb_project, workdir, config_lib.to_dict(config))
     if _NUM_SEEDS.value > 1:
-      loop.run_seeds(config, os.path.abspath(_WORKDIR.value), _NUM_SEEDS.value)
+      states, _ = loop.run_seeds(config, workdir, _NUM_SEEDS.value)
     else:
-      loop.train_and_evaluate(config, os.path.abspath(_WORKDIR.value))
+      states, _ = loop.run(config, workdir)
+    if config.run.record_test_episodes:
+      videos.record_test_videos(config, workdir, states, _NUM_SEEDS.value)
   except (ValueError, checkpoint.WorkdirError, loop.TrainingError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  finally:
+    if wandb_run is not None:
+      wandb_run.finish()
 
 
 if __name__ == "__main__":

@@ -154,6 +154,11 @@ def atari100k() -> ml_collections.ConfigDict:
   # Segments of the world-model probe run once per epoch (wm/action_sensitivity, wm/sampled_latent_std, ...;
   # docs/metrics.md); 0 turns it off. It changes no state, so results do not depend on it.
   c.run.probe_batch_size = 4
+  # Outputs only (UNHASHED_FIELDS): GIFs of the first N test episodes of the final evaluation under
+  # workdir/videos/ (experiments/train.py; jedi_jax/evaluate.py:record_test_episodes), and a Weights & Biases
+  # project that also receives metrics.jsonl's rows ("" = off; jedi_jax/logs.py, the [wandb] extra).
+  c.run.record_test_episodes = 0
+  c.run.wandb_project = ""
   return c
 
 
@@ -416,7 +421,8 @@ def to_dict(config) -> dict:
 
 
 # Fields that cannot change a run's results (resume is exact at any checkpoint interval): not hashed.
-UNHASHED_FIELDS = (("run", "checkpoint_every"), ("run", "checkpoints_to_keep"))
+UNHASHED_FIELDS = (("run", "checkpoint_every"), ("run", "checkpoints_to_keep"), ("run", "record_test_episodes"),
+                   ("run", "wandb_project"))
 
 
 def results_fields(config) -> dict:

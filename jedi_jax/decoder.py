@@ -97,3 +97,31 @@ def open_loop_rollout(wm_params, obs: jax.Array, actions: jax.Array, key: jax.Ar
 
   _, latents = jax.lax.scan(step, window, (jnp.arange(horizon), jax.random.split(key, horizon)))
   return jnp.swapaxes(latents, 0, 1)
+
+
+def fit_decoder(wm_params, replay, key: jax.Array, num_steps: int, batch_size: int, config, log=print,
+                chunk: int = 250) -> PyTree:
+  """A viewing decoder fitted for `num_steps` Adam steps on single replay frames (encoder frozen); returns its
+  params. `num_steps` = 0 gives the untrained decoder (for tests)."""
+  from jedi_jax import replay as replay_lib  # pylint: disable=import-outside-toplevel
+  optimizer = decoder_optimizer()
+  key, k_init = jax.random.split(key)
+  dec_params = init_decoder(k_init, world_model.state_shape(config))
+  opt_state = optimizer.init(dec_params)
+  chunk = max(1, min(chunk, num_steps))
+
+  @jax.jit
+  def train_chunk(dec_params, opt_state, wm_params, key):
+    def one(carry, k):
+      p, o = carry
+      seg = replay_lib.sample_segments(replay, k, batch_size, 1, weights=(1.0,), pad_after_end=False)
+      p, o, loss = decoder_update(p, o, wm_params, seg.obs[:, 0], config, optimizer)
+      return (p, o), loss
+    (dec_params, opt_state), losses = jax.lax.scan(one, (dec_params, opt_state), jax.random.split(key, chunk))
+    return dec_params, opt_state, losses.mean()
+
+  for done in range(0, num_steps, chunk):
+    key, k = jax.random.split(key)
+    dec_params, opt_state, loss = train_chunk(dec_params, opt_state, wm_params, k)
+    log(f"viewing decoder step {done + chunk}: pixel MSE {float(loss):.4f}")
+  return dec_params

@@ -1,19 +1,25 @@
-"""Run logs: JSONL metrics (one line per host call) and TensorBoard event files, plus compiled-program facts."""
+"""Run logs: JSONL metrics (one line per host call) and TensorBoard event files, plus compiled-program facts;
+optionally mirrored to Weights & Biases."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+import uuid
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
+WANDB_ID_FILE = "wandb_run_id"
 
 
 class MetricsLogger:
   """Appends `{"epoch": e, **scalars}` lines to `workdir/metrics.jsonl` and mirrors them to TensorBoard.
 
-  TensorBoard files are written with tensorboardX (pure Python, no TensorFlow) under `workdir/tb/`.
+  TensorBoard files are written with tensorboardX (pure Python, no TensorFlow) under `workdir/tb/`. While a
+  Weights & Biases run is active in this process (`start_wandb`, called by experiments/train.py for
+  `--config.run.wandb_project`), every row also goes there: the same numeric scalars, W&B step = epoch.
   """
 
   def __init__(self, workdir: str, *, tensorboard: bool = True, enabled: bool = True):
@@ -36,11 +42,53 @@ class MetricsLogger:
       for k, v in scalars.items():
         if isinstance(v, (int, float)):
           self._tb.add_scalar(k, v, global_step=int(epoch))
+    wandb_run = _active_wandb_run()
+    if wandb_run is not None:
+      numeric = {k: v for k, v in scalars.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+      wandb_run.log({"epoch": int(epoch), **numeric}, step=int(epoch))
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
       self._tb = None
+
+
+def _active_wandb_run():
+  """The W&B run of this process, if wandb is imported and a run is active (never imports wandb itself)."""
+  wandb = sys.modules.get("wandb")
+  return getattr(wandb, "run", None) if wandb is not None else None
+
+
+def start_wandb(project: str, workdir: str, config: dict):
+  """Starts (or, for a resumed workdir, continues) the W&B run of `workdir` in `project`; returns it.
+
+  The run's id is kept in `workdir/wandb_run_id`, so rerunning the command resumes the same W&B run; its
+  files go under `workdir/wandb/`. W&B's own settings apply (`WANDB_MODE=offline` logs without network; `wandb
+  sync` uploads later). Raises ValueError when wandb is not installed (the `[wandb]` extra).
+  """
+  try:
+    import wandb  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise ValueError("run.wandb_project needs the wandb package: pip install -e '.[wandb]'") from None
+  os.makedirs(workdir, exist_ok=True)
+  id_path = os.path.join(workdir, WANDB_ID_FILE)
+  if os.path.exists(id_path):
+    with open(id_path) as f:
+      run_id = f.read().strip()
+  else:
+    run_id = uuid.uuid4().hex[:12]  # W&B run ids: lowercase letters and digits
+    with open(id_path, "w") as f:
+      f.write(run_id + "\n")
+  return wandb.init(project=project, id=run_id, resume="allow", dir=workdir, config=config,
+                    name=os.path.basename(os.path.normpath(workdir)))
+
+
+def log_videos(paths: list[str], key: str = "test/episodes") -> None:
+  """Adds GIFs (test episodes, open-loop grids) to the active W&B run, if any."""
+  wandb_run = _active_wandb_run()
+  if wandb_run is not None and paths:
+    wandb = sys.modules["wandb"]
+    wandb_run.log({key: [wandb.Video(p, format="gif") for p in paths]})
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -44,10 +44,13 @@ def _load_split() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 AGENT_OPTIMAL, HUMAN_OPTIMAL = _load_split()
-# Published per-game means (DIAMOND paper Table 1 and the model-free/search agents), column order of the CSV.
+# Published per-game means (DIAMOND paper Table 1, the model-free/search agents, BBF, REM and Simulus), column
+# order of the CSV.
 BASELINES: tuple[str, ...] = tuple(next(csv.reader(io.StringIO(read_data("atari100k_baselines.csv"))))[1:])
-# Baselines whose per-seed scores are shipped (results/data/*.json of the IRIS and DIAMOND repositories).
-PER_RUN_BASELINES: tuple[str, ...] = ("IRIS", "DIAMOND")
+# Baselines whose per-run scores are shipped as `data/<name>.json` (where each comes from: data/SOURCES.md):
+# IRIS and DIAMOND (5 runs per game), BBF (52-60 runs per game, arXiv 2305.19452), REM (5, arXiv 2402.05643)
+# and Simulus (5, arXiv 2502.11537; the agent was first called M3).
+PER_RUN_BASELINES: tuple[str, ...] = ("IRIS", "DIAMOND", "BBF", "REM", "Simulus")
 
 HAR_HNS_OFFSET = 0.1          # Har-HNS: 1 / (HNS + 0.1)
 SUPERHUMAN_TOLERANCE = 1e-9   # mean HNS >= 1 - tol counts as superhuman
@@ -107,8 +110,8 @@ def baseline_scores(name: str, per_run: bool = True) -> dict[str, list[float]]:
 
   Args:
     name: one of `BASELINES` (e.g. "IRIS", "DIAMOND", "STORM", "BBF").
-    per_run: for `PER_RUN_BASELINES` return the 5 per-seed scores of the official results files; otherwise
-      (and for every other baseline) return the published per-game mean as a single "seed".
+    per_run: for `PER_RUN_BASELINES` return the per-run scores of their public results files; otherwise (and
+      for every other baseline) return the published per-game mean as a single "seed".
   """
   if name not in BASELINES:
     raise ScoreError(f"unknown baseline {name!r} (known: {', '.join(BASELINES)})")

@@ -31,3 +31,41 @@ def test_random_policy_evaluation_matches_a_python_loop():
         want[e].append(float(info["episode_return"][e]))
   env.close()
   assert got == want[0] + want[1]
+
+
+def test_recorded_episodes_are_the_first_test_games_frame_for_frame():
+  """`play_test_episodes(..., num_recorded=2)` (the loop behind `record_test_episodes`) returns the first two
+  games of the test's env-major list: env 0's two games (quota [2, 1]), frame for frame as a Python loop over
+  the same envs and action stream sees them (the loop `evaluate_random` is checked against above)."""
+  cfg = frozen_tiny_config(**{"env.max_episode_steps": 40, "env.num_test_envs": 2, "env.num_test_episodes": 3})
+  num_actions = envs.num_actions(cfg.game, cfg.env.backend)
+
+  def act(params, policy_state, obs, is_first, key):
+    return policy_state, jax.random.randint(key, (obs.shape[0],), 0, num_actions)
+  key = jax.random.PRNGKey(cfg.seed)
+  got = evaluate.play_test_episodes(act, (), (), cfg, 3, key, chunk=16, num_recorded=2)
+  assert [(e["index"], e["env"]) for e in got] == [(0, 0), (1, 0)]
+
+  env = envs.make_env(cfg.game, 2, evaluate.test_env_seed(cfg.seed, 2), train=False,
+                      max_episode_steps=cfg.env.max_episode_steps, noop_max=cfg.env.noop_max)
+  obs, _ = env.reset()
+  games, frames, actions, rewards = [], [obs[0]], [], []
+  while len(games) < 2:
+    key, k_act = jax.random.split(key)
+    a = np.asarray(jax.random.randint(k_act, (2,), 0, num_actions))
+    obs, reward, _, truncated, info = env.step(a)
+    if info["is_reset"][0]:
+      frames, actions, rewards = [obs[0]], [], []
+      continue
+    frames.append(obs[0])
+    actions.append(a[0])
+    rewards.append(reward[0])
+    if info["game_over"][0] or truncated[0]:
+      games.append((np.stack(frames), actions, rewards, float(info["episode_return"][0])))
+  env.close()
+  for episode, (frames, actions, rewards, ret) in zip(got, games):
+    assert episode["frames"].dtype == np.uint8 and episode["frames"].shape == frames.shape
+    np.testing.assert_array_equal(episode["frames"], frames)
+    np.testing.assert_array_equal(episode["actions"], actions)
+    np.testing.assert_array_equal(episode["rewards"], rewards)
+    assert episode["return"] == ret == float(np.sum(rewards))

@@ -24,7 +24,7 @@ def test_reference_lists():
   assert isinstance(metrics.AGENT_OPTIMAL, tuple) and isinstance(metrics.HUMAN_OPTIMAL, tuple)
   assert "Freeway" in metrics.AGENT_OPTIMAL and "Seaquest" in metrics.HUMAN_OPTIMAL
   assert metrics.BASELINES == ("SimPLe", "TWM", "IRIS", "DreamerV3", "STORM", "DIAMOND", "MuZero",
-                               "EfficientZero", "CURL", "SPR", "SR-SPR", "BBF")
+                               "EfficientZero", "CURL", "SPR", "SR-SPR", "BBF", "REM", "Simulus")
   assert metrics.human_score("Pong") == 14.6 and metrics.random_score("Pong") == -20.7
 
 
@@ -229,3 +229,40 @@ def test_published_aggregates():
   ci = metrics.bootstrap_ci(metrics.baseline_scores("DIAMOND"), num_reps=500)
   for key in ("mean", "median", "iqm", "optimality_gap", "har_hns"):
     assert ci[key][0] <= diamond[key] <= ci[key][1]
+
+
+def test_newer_baselines_per_run():
+  """BBF, REM and Simulus (M3): counts and values as in their public results files (data/SOURCES.md)."""
+  bbf, rem, simulus = (metrics.baseline_scores(b) for b in ("BBF", "REM", "Simulus"))
+  assert set(bbf) == set(rem) == set(simulus) == set(metrics.GAMES)
+  assert all(len(v) == 5 for v in rem.values()) and all(len(v) == 5 for v in simulus.values())
+  # RR8_BBF.csv: 20 runs per game (two per game in each of 10 blocks) plus 32-40 of a second series.
+  assert {g: len(v) for g, v in bbf.items() if len(v) != 60} == {
+      "Alien": 56, "Assault": 56, "Asterix": 56, "BankHeist": 52, "Breakout": 56, "DemonAttack": 56,
+      "Frostbite": 56, "Hero": 52, "Kangaroo": 56, "Krull": 56, "Pong": 56}
+  # First and last rows of RR8_BBF.csv for Alien (seeds 11623, 11624 ... 31385) and Pong's worst run.
+  assert bbf["Alien"][:2] == [1032.5, 1428.1] and bbf["Alien"][-1] == 1060.7 and min(bbf["Pong"]) == -13.57
+  assert rem["Alien"] == [912, 835.3, 496.6, 462.5, 329.8]
+  assert simulus["Alien"] == [905.3, 611.5, 652.3, 672.7, 594.1]
+  # Simulus README's Atari100K table (five-seed means, two decimals).
+  for game, mean in (("Breakout", 148.86), ("KungFuMaster", 31705.40), ("Seaquest", 1800.44), ("UpNDown", 10416.54)):
+    assert round(float(np.mean(simulus[game])), 2) == mean
+  for name, runs in (("REM", rem), ("Simulus", simulus)):  # the CSV columns are the per-game means
+    means = metrics.baseline_scores(name, per_run=False)
+    for g in metrics.GAMES:
+      assert np.mean(runs[g]) == pytest.approx(means[g][0], abs=0.005)
+  # BBF's released runs are not the paper's table: per-game means within 14% of it (Frostbite the farthest).
+  table = metrics.baseline_scores("BBF", per_run=False)
+  gaps = {g: abs(np.mean(v) / table[g][0] - 1) for g, v in bbf.items()}
+  assert max(gaps, key=gaps.get) == "Frostbite" and 0.13 < gaps["Frostbite"] < 0.14
+
+
+def test_newer_baselines_aggregates():
+  """Aggregates of the released runs (SOURCES.md); BBF's IQM is near the paper's 1.045 (its own human scores)."""
+  expected = {"BBF": (2.238, 0.880, 1.023, 0.342, 12), "REM": (1.222, 0.280, 0.673, 0.482, 12),
+              "Simulus": (1.645, 0.982, 0.990, 0.412, 13)}
+  for name, (mean, median, iqm, gap, superhuman) in expected.items():
+    agg = metrics.aggregate(metrics.baseline_scores(name))
+    assert (round(agg["mean"], 3), round(agg["median"], 3), round(agg["iqm"], 3)) == (mean, median, iqm), name
+    assert (round(agg["optimality_gap"], 3), agg["num_superhuman"]) == (gap, superhuman), name
+    assert agg["agent_optimal_num_games"] == 13 and np.isfinite(agg["human_optimal_iqm"])

@@ -88,6 +88,25 @@ def test_unknown_baseline_is_an_error():
   assert tables.resolve_baselines([""], "Ours") == ([], [])
 
 
+def test_all_baselines_include_the_newer_ones_with_cis():
+  methods, tbls, _ = tables.build_tables(str(DIAMOND_JSON), "Ours", ["all"], num_bootstrap=50, seed=0,
+                                         allow_missing=False)
+  by_name = {m.name: m for m in methods}
+  for name in ("BBF", "REM", "Simulus"):
+    assert by_name[name].cis is not None, name  # per-run scores: bootstrap CIs like IRIS and DIAMOND
+    assert by_name[name].aggregates == metrics.aggregate(metrics.baseline_scores(name))
+    lo, hi = by_name[name].cis["agent_optimal_iqm"]
+    assert lo <= by_name[name].aggregates["agent_optimal_iqm"] <= hi
+  assert by_name["STORM"].cis is None
+  per_game = tables.render(tbls[0], "markdown")
+  # BBF shows its paper's per-game mean, Simulus the mean of its 5 runs.
+  assert "| BBF | REM | Simulus | Ours |" in per_game
+  breakout = next(line for line in per_game.splitlines() if line.startswith("| Breakout |"))
+  assert breakout.endswith("| **414.1** | 2.6 | 19.6 | 25.5 | 370.6 | 90.7 | 148.9 | 132.5 |")  # EfficientZero best
+  sets = tables.render(tbls[2], "markdown")
+  assert any(line.startswith("| Simulus | ") for line in sets.splitlines())
+
+
 def test_allow_missing_flags_missing_games(tmp_path):
   path = tmp_path / "scores.json"
   path.write_text(json.dumps({"Pong": [14.6, 14.6], "Freeway": [29.6, 0.0]}))
