@@ -80,6 +80,7 @@ def main(argv):
   try:
     config = resolve_config()
     envs.check_game(config.game, config.env.backend)
+    envs.step_path(config)  # an explicit "xla" step on a TPU is refused here, before the workdir is touched
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -224,6 +224,7 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
   """The host loop of `run` and `run_seeds`; returns (states, [results per seed]) or None."""
   cfg = config_lib.freeze(config)
   envs.check_game(cfg.game)  # before touching the workdir
+  step_path = envs.step_path(cfg)  # refuses an explicit "xla" env step on a TPU
   packed = num_seeds > 1
   if packed and cfg.parallel.num_devices != 1:
     raise ValueError("--num_seeds > 1 trains on one device: set --config.parallel.num_devices=1 (packed seeds "
@@ -238,7 +239,8 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
   seeds = [cfg.seed + k for k in range(num_seeds)]
   who = f"seeds={seeds} (vmapped in one program)" if packed else f"seed={cfg.seed}"
   log(f"jedi_jax: game={cfg.game} {who} preset={cfg.preset} wm={cfg.wm.kind} "
-      f"platform={jax.devices()[0].platform} devices used={num_devices} of {jax.device_count()} "
+      f"platform={jax.devices()[0].platform} env step={step_path} processes={jax.process_count()} "
+      f"devices used={num_devices} of {jax.device_count()} "
       f"global batch={cfg.optim.batch_size} per device={cfg.optim.batch_size // num_devices} workdir={workdir}")
 
   # The train envs, once per process; the state starts fresh or from the newest checkpoint.
