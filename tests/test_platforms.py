@@ -2,12 +2,13 @@
 TPU), and config fields that cannot change results (step path) or were added later (compute dtype) keep the
 config hashes of recorded runs."""
 
+import numpy as np
 import pytest
 
 from jedi_jax import config as config_lib
 from jedi_jax import envs
 
-from conftest import tiny_config
+from conftest import FEWEST_STEPS, tiny_config
 
 
 @pytest.mark.parametrize("backend, stochastic, auto", [
@@ -50,3 +51,54 @@ def test_step_path_and_float32_keep_recorded_hashes():
     assert config_lib.config_hash(old) == digest
     c.run.compute_dtype = "bfloat16"
     assert config_lib.config_hash(c) != digest
+
+
+def _operand_dtypes(jaxpr, names=("conv_general_dilated", "dot_general")):
+  """The operand dtypes of every convolution and matmul of a jaxpr (sub-jaxprs included)."""
+  out = []
+  for e in jaxpr.eqns:
+    if e.primitive.name in names:
+      out.append(tuple(str(v.aval.dtype) for v in e.invars[:2]))
+    for v in e.params.values():
+      for sub in (v if isinstance(v, (list, tuple)) else [v]):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          out += _operand_dtypes(inner, names)
+  return out
+
+
+def test_bfloat16_compute_runs_convolutions_and_matmuls_in_bf16_with_float32_params_and_finite_losses():
+  """run.compute_dtype="bfloat16": every convolution and matmul of the world-model and actor-critic losses
+  multiplies bf16 operands; params and gradients stay float32; the world-model loss is finite and within bf16
+  rounding of the float32 one (same params, batch and key). A whole debug-preset run in bf16: docs/benchmarks.md."""
+  import jax
+  import jax.numpy as jnp
+  from jedi_jax import agent
+  from jedi_jax import world_model as wm
+  from test_imagination import make_start
+  from test_world_model import make_batch, wm_config
+
+  f32 = wm_config("jedi", **FEWEST_STEPS)
+  c = config_lib.to_config_dict(f32)
+  c.run.compute_dtype = "bfloat16"
+  bf16 = config_lib.freeze(c)
+  wm_params = wm.init_world_model(bf16, 4, jax.random.PRNGKey(0))
+  ac_params = jax.jit(agent.init_actor_critic, static_argnums=(0, 1))(bf16, 4, jax.random.PRNGKey(1))
+  assert {str(x.dtype) for x in jax.tree.leaves((wm_params, ac_params))} == {"float32"}
+  batch, start = make_batch(bf16), make_start(jax.random.PRNGKey(2), 2)
+
+  def losses(wm_params, ac_params, config):
+    wm_loss = wm.world_model_loss(wm_params, batch, jax.random.PRNGKey(3), config)[0]
+    ac_loss = agent.actor_critic_loss_fn(ac_params, wm_params, start, jax.random.PRNGKey(4), config)[0]
+    return wm_loss + ac_loss, jnp.stack([wm_loss, ac_loss])
+
+  ops = _operand_dtypes(jax.make_jaxpr(lambda w, a: losses(w, a, bf16))(wm_params, ac_params).jaxpr)
+  assert len(ops) > 30 and set(ops) == {("bfloat16", "bfloat16")}
+  grads = jax.eval_shape(jax.grad(lambda w, a: losses(w, a, bf16), argnums=(0, 1), has_aux=True), wm_params,
+                         ac_params)[0]
+  assert {str(x.dtype) for x in jax.tree.leaves(grads)} == {"float32"}
+  # Values of the world-model loss (compiling the imagination too would double the test's time).
+  values = jax.jit(lambda w: wm.world_model_loss(w, batch, jax.random.PRNGKey(3), bf16)[0])(wm_params)
+  reference = jax.jit(lambda w: wm.world_model_loss(w, batch, jax.random.PRNGKey(3), f32)[0])(wm_params)
+  assert np.isfinite(values).all() and not np.array_equal(values, reference)
+  np.testing.assert_allclose(values, reference, rtol=0.05, atol=0.02)
