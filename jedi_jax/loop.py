@@ -97,11 +97,14 @@ class Programs:
     self.env_step = env_step
     self.data_parallel = None  # built on first use when the run is data parallel
 
+  def jitted(self, phase: str):
+    """The program of `phase` as a `jax.jit` object (experiments/aot_check.py lowers it for a TPU)."""
+    return jax.jit(self._fns[phase], donate_argnums=0)
+
   def __call__(self, phase: str, *args):
     self.last_compile_s = 0.0
     if phase not in self._compiled:
-      self._compiled[phase], self.last_compile_s = compile_and_report(
-          phase, jax.jit(self._fns[phase], donate_argnums=0), args, self.log)
+      self._compiled[phase], self.last_compile_s = compile_and_report(phase, self.jitted(phase), args, self.log)
     t0 = time.time()
     out = jax.block_until_ready(self._compiled[phase](*args))  # the loop reads its metrics right away
     self.last_call_s = time.time() - t0

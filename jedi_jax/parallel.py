@@ -36,10 +36,14 @@ from jedi_jax import train
 AXIS = "data"
 
 
-def initialize_multihost() -> None:
-  """`jax.distributed.initialize()` (TPU VM / SLURM / GPU cluster auto-detection); call before any other JAX
-  call. Each process then runs its own envs; process 0 writes metrics and checkpoints."""
-  jax.distributed.initialize()
+def initialize_multihost(coordinator_address: str | None = None, num_processes: int | None = None,
+                         process_id: int | None = None) -> None:
+  """`jax.distributed.initialize` with the given coordinator ("HOST:PORT"), process count and index; those left
+  None are auto-detected (TPU VM, SLURM, Open MPI). Call before any other JAX call. Each process then runs its
+  own envs; process 0 writes metrics and results. On CPU the processes' collectives go through gloo (jax
+  0.10.2's default `jax_cpu_collectives_implementation`)."""
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
 
 
 def is_main_process() -> bool:
@@ -135,6 +139,10 @@ class DataParallelEpoch:
     self._fns = {"collect_rows": jax.jit(collect),
                  "update": jax.jit(functools.partial(dp_update_epochs, config=config, mesh=mesh), donate_argnums=0)}
     self._compiled = {}
+
+  def jitted(self, name: str):
+    """The program `name` ("collect_rows" or "update") as a `jax.jit` object (experiments/aot_check.py)."""
+    return self._fns[name]
 
   def _call(self, name: str, *args):
     if name not in self._compiled:

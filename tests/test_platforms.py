@@ -102,3 +102,18 @@ def test_bfloat16_compute_runs_convolutions_and_matmuls_in_bf16_with_float32_par
   reference = jax.jit(lambda w: wm.world_model_loss(w, batch, jax.random.PRNGKey(3), f32)[0])(wm_params)
   assert np.isfinite(values).all() and not np.array_equal(values, reference)
   np.testing.assert_allclose(values, reference, rtol=0.05, atol=0.02)
+
+
+def test_aot_check_compiles_a_run_program_for_a_tpu_without_one(tmp_path):
+  """experiments/aot_check.py on this CPU host: a program of a (tiny) Breakout run compiled for a v5e chip,
+  with the host env step a TPU takes, and its report written (the atari100k figures: results/aot/)."""
+  pytest.importorskip("libtpu")
+  import json
+  from experiments import aot_check
+  path = tmp_path / "aot.json"
+  out = aot_check.check({"float32": tiny_config(**FEWEST_STEPS)}, "tpu-v5e", str(path), ("restep",),
+                        log=lambda _: None)
+  assert json.loads(path.read_text()) == out and out["target"] == "tpu-v5e"
+  row = out["programs"]["restep"]
+  assert row["fits"] and 0 < row["hbm_bytes"] < 2**30 and row["bytes_accessed"] > 0
+  assert row["estimated_seconds"] == max(row["flops"] / 197e12, row["bytes_accessed"] / 819e9)
