@@ -86,15 +86,25 @@ def tpu_devices(target: Target) -> list:
       chips_per_host_bounds=(2, 2, 1), num_slices=1).devices
 
 
-def build_programs(cfg, devices: list, names=PROGRAMS) -> dict:
-  """{name: (jax.jit object, argument shapes)} of the programs of a run of `cfg`, its arguments placed on
-  `devices[0]` (the data-parallel ones replicated over `devices[:MESH_CHIPS]`)."""
+def make_envs(cfg, platform: str) -> dict:
+  """The train and test envs of a run on `platform` and their functional steps (`env.functional`)."""
+  from jedi_jax import envs, evaluate, loop
+  path = envs.step_path(cfg, platform)
+  train_env = loop.make_train_env(cfg)
+  test_env = evaluate.make_test_env(cfg, min(cfg.env.num_test_envs, cfg.env.num_test_episodes))
+  return {"train": (train_env,) + train_env.functional(path), "test": (test_env,) + test_env.functional(path)}
+
+
+def build_programs(cfg, devices: list, names=PROGRAMS, platform: str = "tpu", run_envs: dict | None = None) -> dict:
+  """{name: (jax.jit object, argument shapes)} of the programs of a run of `cfg` on `platform` (its env step
+  path), its arguments placed on `devices[0]` (the data-parallel ones replicated over `devices[:MESH_CHIPS]`).
+  The programs step `run_envs` (`make_envs`), or envs made and closed here (enough to compile)."""
   import jax
   import jax.numpy as jnp
   import numpy as np
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
-  from jedi_jax import agent, envs, evaluate, loop, parallel, run_files, train
+  from jedi_jax import agent, evaluate, loop, parallel, run_files, train
 
   one = SingleDeviceSharding(devices[0])
   mesh = Mesh(np.array(devices[:MESH_CHIPS]), (parallel.AXIS,))
@@ -103,9 +113,9 @@ def build_programs(cfg, devices: list, names=PROGRAMS) -> dict:
   def on(tree, sharding):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
-  path = envs.step_path(cfg, "tpu")
-  env = loop.make_train_env(cfg)
-  env_state, env_step = env.functional(path)  # host envs; on a TPU their step is a host callback
+  own_envs = run_envs is None
+  run_envs = make_envs(cfg, platform) if own_envs else run_envs  # on a TPU their step is a host callback
+  _, env_state, env_step = run_envs["train"]
   states = jax.eval_shape(lambda: run_files.template_states(cfg))
   programs = loop.Programs(cfg, env_step, log=lambda _: None)
   s = cfg.schedule
@@ -124,7 +134,7 @@ def build_programs(cfg, devices: list, names=PROGRAMS) -> dict:
     out["ac_update"] = (jax.jit(lambda st: train.actor_critic_step(st, cfg), donate_argnums=0), on((states,), one))
   if "evaluate" in names:
     n = min(cfg.env.num_test_envs, cfg.env.num_test_episodes)
-    test_state, test_step = evaluate.make_test_env(cfg, n).functional(path)
+    _, test_state, test_step = run_envs["test"]
     args = ((states.ac_params, states.wm_params), agent.ac_initial_state(cfg, n), test_state.obs,
             jnp.ones((n,), bool), test_state, states.key)
     out["evaluate"] = (evaluate.chunk_program(evaluate.trained_policy(cfg), test_step, 100),
@@ -137,7 +147,9 @@ def build_programs(cfg, devices: list, names=PROGRAMS) -> dict:
       out["dp_collect_rows"] = (dp.jitted("collect_rows"), on((small,), one))
     if "dp_update" in names:
       out["dp_update"] = (dp.jitted("update"), on((states, rows, plan), replicated))
-  env.close()
+  if own_envs:
+    run_envs["train"][0].close()
+    run_envs["test"][0].close()
   return out
 
 

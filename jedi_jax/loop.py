@@ -220,7 +220,7 @@ def run_seeds(config, workdir: str, num_seeds: int, *, stop_after_epoch: int | N
 
 def _first(x) -> int:
   """A counter of one seed, or of the first packed seed (they all step together)."""
-  return int(np.ravel(jax.device_get(x))[0])
+  return int(np.ravel(jax.device_get(parallel.local(x)))[0])
 
 
 def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, log):
@@ -303,7 +303,7 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
       perf = None
     else:
       states, env_state, metrics, perf = _data_parallel_epochs(states, env_state, plan, cfg, mesh, programs)
-    seed0 = jax.tree.map(lambda x: x[0], states) if packed else states
+    seed0 = jax.tree.map(lambda x: x[0], states) if packed else parallel.local(states)
     done = recorder.record(metrics, seed0, plan, t0, programs, total_epochs, perf)
     if schedule.is_checkpoint(done, total_epochs, cfg.run.checkpoint_every):
       checkpointer.save(done, states, extra)
@@ -315,7 +315,7 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
   env.close()
   train_seconds = time.time() - recorder.start
   if mesh is not None:  # evaluation acts on one device (the env step never enters the mesh)
-    states = jax.device_put(states, jax.devices()[0])
+    states = jax.device_put(parallel.local(states), device)
 
   # 5. Evaluation.
   all_results = []
@@ -356,7 +356,7 @@ def _data_parallel_epochs(state, env_state, plan, cfg, mesh, programs):
     sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
   programs.last_compile_s, programs.last_call_s = t_compile, t_collect + t_update
   perf = {"perf/collect_call_seconds": t_collect / num_epochs, "perf/update_call_seconds": t_update / num_epochs}
-  return state, env_state, train.mean_over_epochs(sums, num_epochs), perf
+  return state, env_state, train.mean_over_epochs(parallel.local(sums), num_epochs), perf
 
 
 def _summarise(update_means: dict, collected: train.CollectStats, state, plan, dt: float) -> dict:

@@ -69,8 +69,21 @@ def per_device_batch(global_batch: int, mesh: Mesh) -> int:
 
 
 def replicate(tree, mesh: Mesh):
-  """Puts every leaf on every device of the mesh."""
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  """Puts every leaf on every device of the mesh. With several processes every process must hold the same
+  value; each contributes its own copy (`device_put` refuses a committed one-device array for a mesh that spans
+  processes)."""
+  sharding = NamedSharding(mesh, P())
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(lambda x: x if isinstance(x, jax.Array) and x.sharding == sharding
+                      else jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+
+
+def local(tree):
+  """This process's copy of every leaf replicated over a mesh that spans processes (what the host reads, and
+  what acts on one device); other leaves unchanged."""
+  return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) and not x.is_fully_addressable
+                      else x, tree)
 
 
 def shard_local_grads(local_fn: Callable, mesh: Mesh) -> Callable:
@@ -128,7 +141,7 @@ class DataParallelEpoch:
 
   def __init__(self, config, mesh: Mesh, env_step: Callable, log=print):
     self.mesh = mesh
-    self.device0 = mesh.devices.flat[0]
+    self.device0 = next(d for d in mesh.devices.flat if d.process_index == jax.process_index())  # collects
     self.log = log
     self.compile_seconds = 0.0   # spent in the last call
     steps = config.schedule.steps_per_epoch
@@ -155,7 +168,7 @@ class DataParallelEpoch:
     excluded (`compile_seconds`)."""
     self.compile_seconds = 0.0
     t0 = time.time()
-    small = jax.device_put(state.replace(replay=None, wm_opt_state=None, ac_opt_state=None), self.device0)
+    small = jax.device_put(local(state.replace(replay=None, wm_opt_state=None, ac_opt_state=None)), self.device0)
     small = small.replace(env_state=env_state)
     if collect:
       small, rows, stats = self._call("collect_rows", small)

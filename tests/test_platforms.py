@@ -2,6 +2,9 @@
 TPU), and config fields that cannot change results (step path) or were added later (compute dtype) keep the
 config hashes of recorded runs."""
 
+import json
+import os
+
 import numpy as np
 import pytest
 
@@ -108,7 +111,6 @@ def test_aot_check_compiles_a_run_program_for_a_tpu_without_one(tmp_path):
   """experiments/aot_check.py on this CPU host: a program of a (tiny) Breakout run compiled for a v5e chip,
   with the host env step a TPU takes, and its report written (the atari100k figures: results/aot/)."""
   pytest.importorskip("libtpu")
-  import json
   from experiments import aot_check
   path = tmp_path / "aot.json"
   out = aot_check.check({"float32": tiny_config(**FEWEST_STEPS)}, "tpu-v5e", str(path), ("restep",),
@@ -117,3 +119,32 @@ def test_aot_check_compiles_a_run_program_for_a_tpu_without_one(tmp_path):
   row = out["programs"]["restep"]
   assert row["fits"] and 0 < row["hbm_bytes"] < 2**30 and row["bytes_accessed"] > 0
   assert row["estimated_seconds"] == max(row["flops"] / 197e12, row["bytes_accessed"] / 819e9)
+
+
+def test_two_processes_train_one_data_parallel_run_to_the_end(tmp_path):
+  """`--multihost` with two processes on this host (CPU collectives, one device each): one data-parallel run of
+  the tests' tiny Catch config trains to the end; process 0 alone writes metrics and results; both log 2
+  processes."""
+  import socket
+  import subprocess
+  import sys
+  from test_train import ROOT, TEST_XLA_FLAGS, _tiny_flags
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  workdir = tmp_path / "w"
+  args = _tiny_flags(**{"parallel.num_devices": 0, "run.probe_batch_size": 0}) + [
+      f"--workdir={workdir}", "--multihost", f"--coordinator_address=localhost:{port}", "--num_processes=2"]
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {TEST_XLA_FLAGS}", PYTHONPATH=ROOT,
+             PYTHONUNBUFFERED="1")
+  procs = [subprocess.Popen([sys.executable, "-m", "experiments.train", *args, f"--process_id={i}"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
+  logs = [p.communicate(timeout=1200)[0] for p in procs]
+  for i, (p, log) in enumerate(zip(procs, logs)):
+    assert p.returncode == 0, f"process {i}:\n{log[-3000:]}"
+    assert "processes=2 devices used=2 of 2" in log and "final score" in log
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  epochs = [r["epoch"] for r in rows if "wm/loss" in r]
+  assert epochs == sorted(set(epochs)) and len(epochs) >= 2       # one row per call: written by one process
+  results = json.loads((workdir / "results.json").read_text())
+  assert len(results["episode_returns"]) == 2 and np.isfinite(results["score"])
