@@ -28,7 +28,11 @@ _SEED = flags.DEFINE_integer("seed", None, "Run seed (required for the atari100k
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config, logs, checkpoints and results.")
 _PRESET = flags.DEFINE_enum("preset", "atari100k", sorted(config_lib.PRESETS), "Named config preset.")
 _MULTIHOST = flags.DEFINE_bool(
-    "multihost", False, "Call jax.distributed.initialize() first (TPU pod slices, multi-node GPU).")
+    "multihost", False, "Call jax.distributed.initialize() first (TPU pod slices, multi-node GPU, several CPU "
+    "processes); the three flags below default to auto-detection (TPU VM, SLURM, Open MPI).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "--multihost: HOST:PORT of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "--multihost: number of processes.", lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "--multihost: index of this process.", lower_bound=0)
 _COMPILATION_CACHE = flags.DEFINE_string(
     "compilation_cache", "~/.cache/jedi_jax/xla",
     "Directory of JAX's persistent compilation cache, used by runs whose programs can be cached (pure-JAX "
@@ -76,12 +80,16 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
   if _MULTIHOST.value:
     from jedi_jax import parallel
-    parallel.initialize_multihost()  # before any other JAX call
+    parallel.initialize_multihost(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)  # before any JAX call
+  elif any(f.value is not None for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)):
+    print("error: --coordinator_address, --num_processes and --process_id need --multihost", file=sys.stderr)
+    sys.exit(1)
   # Imported here, and the training modules only once the flags are checked: --help and flag errors stay fast.
   from jedi_jax import envs
   try:
     config = resolve_config()
     envs.check_game(config.game, config.env.backend)
+    envs.step_path(config)  # an explicit "xla" step on a TPU is refused here, before the workdir is touched
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -56,7 +56,7 @@ def check_or_write_config(workdir: str, config) -> bool:
           "use a new --workdir or the same flags")
     return True
   os.makedirs(workdir, exist_ok=True)
-  tmp = path + ".tmp"
+  tmp = f"{path}.{os.getpid()}.tmp"  # processes of a multi-host run write the same file
   with open(tmp, "w") as f:
     json.dump(wanted, f, indent=1, sort_keys=True)
   os.replace(tmp, path)

@@ -36,7 +36,10 @@ def atari100k() -> ml_collections.ConfigDict:
   # --- Environment (DIAMOND src/envs/env.py, atari_preprocessing.py) -----------------------------------------------------------
   c.env = ml_collections.ConfigDict()
   c.env.backend = "envpool"            # "envpool" | "ale" | "jax" (pure-JAX games: Catch)
-  c.env.step_path = "xla"              # "xla": envpool step inside the compiled epoch; "host": Python step
+  # "xla": the env step inside the compiled programs (envpool/ale-py: a CPU or CUDA custom call; pure-JAX games:
+  # any device); "host": the Python step through io_callback; "auto": "xla" where it can run, "host" on a TPU
+  # (jedi_jax/envs/base.py `resolve_step_path`). Both paths give bit-identical steps (tests/test_envs.py).
+  c.env.step_path = "auto"
   c.env.num_envs = 1                   # DIAMOND collects with 1 train env
   c.env.stochastic_frameskip = False   # stochastic-Atari variant (2605.13013): frame skip ~ U{2..6}
   c.env.max_episode_steps = 27_000     # 108k frames
@@ -159,6 +162,9 @@ def atari100k() -> ml_collections.ConfigDict:
   # project that also receives metrics.jsonl's rows ("" = off; jedi_jax/logs.py, the [wandb] extra).
   c.run.record_test_episodes = 0
   c.run.wandb_project = ""
+  # Mixed precision (jedi_jax/nets/precision.py): "bfloat16" runs the convolutions and matmuls of every network
+  # in bf16 (float32 accumulation and outputs); params, optimiser states, losses and the replay stay float32.
+  c.run.compute_dtype = "float32"
   return c
 
 
@@ -355,7 +361,10 @@ def validate(config) -> None:
       (c.wm.kind in ("jedi", "diamond"), f"wm.kind must be 'jedi' or 'diamond', got {c.wm.kind!r}"),
       (c.env.backend in ("envpool", "ale", "jax"),
        f"env.backend must be 'envpool', 'ale' or 'jax' (pure-JAX games such as Catch), got {c.env.backend!r}"),
-      (c.env.step_path in ("xla", "host"), f"env.step_path must be 'xla' or 'host', got {c.env.step_path!r}"),
+      (c.env.step_path in ("auto", "xla", "host"),
+       f"env.step_path must be 'auto', 'xla' or 'host', got {c.env.step_path!r}"),
+      (compute_dtype(c) in COMPUTE_DTYPES,
+       f"run.compute_dtype must be one of {', '.join(map(repr, COMPUTE_DTYPES))}, got {compute_dtype(c)!r}"),
       (c.wm.prediction_clamp in ("clip", "tanh", "none"),
        f"wm.prediction_clamp must be 'clip', 'tanh' or 'none', got {c.wm.prediction_clamp!r}"),
       (c.sampler.order in (1, 2), f"sampler.order must be 1 (Euler) or 2 (Heun), got {c.sampler.order}"),
@@ -420,16 +429,38 @@ def to_dict(config) -> dict:
   return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def compute_dtype(config) -> str:
+  """`run.compute_dtype`; "float32" for a config saved before the field existed."""
+  return config.run.get("compute_dtype", "float32")
+
+
 # Fields that cannot change a run's results (resume is exact at any checkpoint interval): not hashed.
 UNHASHED_FIELDS = (("run", "checkpoint_every"), ("run", "checkpoints_to_keep"), ("run", "record_test_episodes"),
                    ("run", "wandb_project"))
+# Fields that cannot change a run's results but were hashed when runs were recorded: hashed at that value
+# whatever they are. The env step paths give bit-identical steps (tests/test_envs.py), and every record
+# predating `env.step_path = "auto"` says "xla"; a run may so resume on another platform.
+CANONICAL_FIELDS = {("env", "step_path"): "xla"}
+# Fields added after runs were recorded, with the value that reproduces those runs: left out of the hash at
+# that value, so that the records keep their hash and their workdirs still resume.
+ADDED_FIELDS = {("run", "compute_dtype"): "float32"}
 
 
 def results_fields(config) -> dict:
-  """The config as a dict without `UNHASHED_FIELDS`: the settings that determine a run's results."""
+  """The config as a dict without `UNHASHED_FIELDS`, with `CANONICAL_FIELDS` at their canonical value and
+  `ADDED_FIELDS` left out at their old behaviour's value: the settings that determine a run's results."""
   d = to_dict(config) if not isinstance(config, dict) else json.loads(json.dumps(config))
   for section, field in UNHASHED_FIELDS:
     d.get(section, {}).pop(field, None)
+  for (section, field), value in CANONICAL_FIELDS.items():
+    if field in d.get(section, {}):
+      d[section][field] = value
+  for (section, field), old in ADDED_FIELDS.items():
+    if d.get(section, {}).get(field, old) == old:
+      d.get(section, {}).pop(field, None)
   return d
 
 

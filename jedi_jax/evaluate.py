@@ -38,12 +38,32 @@ def _eval_chunk(params, policy_state, obs, is_first, env_state, key, *, act, env
 
 def _test_policy(state, config, num_episodes: int):
   """(act, params, policy_state, key) of the final test: the agent with epsilon 0 and the run's test key."""
+  n_envs = min(config.env.num_test_envs, num_episodes)
+  return (trained_policy(config), (state.ac_params, state.wm_params), agent.ac_initial_state(config, n_envs),
+          jax.random.fold_in(state.key, 1_000_003))
+
+
+def make_test_env(config, num_envs: int):
+  """The test envs (train=False: full games) of a run's final test."""
+  return envs.make_env(
+      config.game, num_envs, test_env_seed(config.seed, num_envs), train=False, backend=config.env.backend,
+      stochastic_frameskip=config.env.stochastic_frameskip, max_episode_steps=config.env.max_episode_steps,
+      noop_max=config.env.noop_max)
+
+
+def chunk_program(act: Callable, env_step: Callable, chunk: int, record: bool = False):
+  """The compiled program of the test: `chunk` steps of every test env, as a `jax.jit` object taking
+  (params, policy_state, obs, is_first, env_state, key) and returning (carry, done [chunk, N], returns,
+  and with `record` the frames, actions, rewards and reset marks)."""
+  return jax.jit(functools.partial(_eval_chunk, act=act, env_step=env_step, num_steps=chunk, record=record))
+
+
+def trained_policy(config) -> Callable:
+  """The agent's `act` at `ac.epsilon_test`, with params `(ac_params, wm_params)` (see `evaluate_policy`)."""
   def act(params, policy_state, obs, is_first, key):
     ac_params, wm_params = params
     return agent.act(ac_params, wm_params, policy_state, obs, is_first, key, config.ac.epsilon_test, config)
-  n_envs = min(config.env.num_test_envs, num_episodes)
-  return (act, (state.ac_params, state.wm_params), agent.ac_initial_state(config, n_envs),
-          jax.random.fold_in(state.key, 1_000_003))
+  return act
 
 
 def evaluate(state, config, num_episodes: int, chunk: int = 100) -> list[float]:
@@ -102,13 +122,10 @@ def play_test_episodes(act: Callable, params, policy_state, config, num_episodes
   first_index = np.concatenate([[0], np.cumsum(quota)[:-1]])  # index in the env-major list of each env's game 0
   record = num_recorded > 0
   wanted = np.minimum(quota, np.clip(num_recorded - first_index, 0, None)) if record else quota
-  env = envs.make_env(
-      config.game, n_envs, test_env_seed(config.seed, n_envs), train=False, backend=config.env.backend,
-      stochastic_frameskip=config.env.stochastic_frameskip, max_episode_steps=config.env.max_episode_steps,
-      noop_max=config.env.noop_max)
+  env = make_test_env(config, n_envs)
   env_state, env_step = env.functional(config.env.step_path)
   obs = env_state.obs
-  run = jax.jit(functools.partial(_eval_chunk, act=act, env_step=env_step, num_steps=chunk, record=record))
+  run = chunk_program(act, env_step, chunk, record)
   carry = (policy_state, jnp.asarray(obs), jnp.ones((n_envs,), bool), env_state, key)
   episodes: list[list[dict]] = [[] for _ in range(n_envs)]
   # Recording: the current game's frames, actions and rewards per env that still has games to record.

@@ -98,15 +98,17 @@ def read_metrics(workdir: str) -> list[dict]:
 
 
 def compiled_costs(compiled) -> dict[str, float]:
-  """FLOPs and memory (bytes) of an XLA-compiled program, from `cost_analysis` / `memory_analysis`."""
+  """FLOPs, bytes accessed and memory (bytes) of an XLA-compiled program, from `cost_analysis` /
+  `memory_analysis`. XLA counts the body of a loop whose trip count it cannot see once."""
   out: dict[str, float] = {}
   try:
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):
       cost = cost[0] if cost else {}
     out["flops"] = float(cost.get("flops", float("nan")))
+    out["bytes_accessed"] = float(cost.get("bytes accessed", float("nan")))
   except Exception:  # not every backend reports costs
-    out["flops"] = float("nan")
+    out["flops"] = out["bytes_accessed"] = float("nan")
   try:
     mem = compiled.memory_analysis()
     for name in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",

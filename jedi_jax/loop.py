@@ -117,11 +117,14 @@ class Programs:
     self.env_step = env_step
     self.data_parallel = None  # built on first use when the run is data parallel
 
+  def jitted(self, phase: str):
+    """The program of `phase` as a `jax.jit` object (experiments/aot_check.py lowers it for a TPU)."""
+    return jax.jit(self._fns[phase], donate_argnums=0)
+
   def __call__(self, phase: str, *args):
     self.last_compile_s = 0.0
     if phase not in self._compiled:
-      self._compiled[phase], self.last_compile_s = compile_and_report(
-          phase, jax.jit(self._fns[phase], donate_argnums=0), args, self.log)
+      self._compiled[phase], self.last_compile_s = compile_and_report(phase, self.jitted(phase), args, self.log)
     t0 = time.time()
     out = jax.block_until_ready(self._compiled[phase](*args))  # the loop reads its metrics right away
     self.last_call_s = time.time() - t0
@@ -237,13 +240,14 @@ def run_seeds(config, workdir: str, num_seeds: int, *, stop_after_epoch: int | N
 
 def _first(x) -> int:
   """A counter of one seed, or of the first packed seed (they all step together)."""
-  return int(np.ravel(jax.device_get(x))[0])
+  return int(np.ravel(jax.device_get(parallel.local(x)))[0])
 
 
 def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, log):
   """The host loop of `run` and `run_seeds`; returns (states, [results per seed]) or None."""
   cfg = config_lib.freeze(config)
   envs.check_game(cfg.game)  # before touching the workdir
+  step_path = envs.step_path(cfg)  # refuses an explicit "xla" env step on a TPU
   packed = num_seeds > 1
   if packed and cfg.parallel.num_devices != 1:
     raise ValueError("--num_seeds > 1 trains on one device: set --config.parallel.num_devices=1 (packed seeds "
@@ -258,16 +262,17 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
   seeds = [cfg.seed + k for k in range(num_seeds)]
   who = f"seeds={seeds} (vmapped in one program)" if packed else f"seed={cfg.seed}"
   log(f"jedi_jax: game={cfg.game} {who} preset={cfg.preset} wm={cfg.wm.kind} "
-      f"platform={jax.devices()[0].platform} devices used={num_devices} of {jax.device_count()} "
+      f"platform={jax.devices()[0].platform} env step={step_path} processes={jax.process_count()} "
+      f"devices used={num_devices} of {jax.device_count()} "
       f"global batch={cfg.optim.batch_size} per device={cfg.optim.batch_size // num_devices} workdir={workdir}")
 
   # The train envs, once per process; the state starts fresh or from the newest checkpoint.
   states = run_files.template_states(cfg, num_seeds)
   env = make_train_env(cfg, num_seeds)
   # A pure-JAX env state is checkpointed, and vmapped with the rest of the state over packed seeds.
-  pure_env = envs.is_pure(cfg.env.backend, cfg.env.step_path)
+  pure_env = envs.is_pure(cfg.env.backend, step_path)
   env_state, env_step = env.functional(  # resets the envs
-      cfg.env.step_path, num_groups=num_seeds if pure_env else 1)
+      step_path, num_groups=num_seeds if pure_env else 1)
   programs = Programs(cfg, env_step, log, many_seeds=packed, vmap_env=pure_env)
   # Data parallel with a pure-JAX env: each device steps its own group of envs (parallel.sharded_collect_rows).
   group_step = (env.group_step(num_devices) if mesh is not None and pure_env and jax.process_count() == 1
@@ -331,7 +336,7 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
     else:
       states, env_state, metrics, perf = _data_parallel_epochs(states, env_state, plan, cfg, mesh, programs,
                                                                group_step)
-    seed0 = jax.tree.map(lambda x: x[0], states) if packed else states
+    seed0 = jax.tree.map(lambda x: x[0], states) if packed else parallel.local(states)
     done = recorder.record(metrics, seed0, plan, t0, programs, total_epochs, perf)
     if schedule.is_checkpoint(done, total_epochs, cfg.run.checkpoint_every):
       checkpointer.save(done, states, dict(extra, env_state=env_state) if pure_env else extra)
@@ -343,7 +348,7 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
   env.close()
   train_seconds = time.time() - recorder.start
   if mesh is not None:  # evaluation acts on one device (the env step never enters the mesh)
-    states = jax.device_put(states, jax.devices()[0])
+    states = jax.device_put(parallel.local(states), device)
 
   # 5. Evaluation.
   all_results = []
@@ -385,7 +390,7 @@ def _data_parallel_epochs(state, env_state, plan, cfg, mesh, programs, group_ste
     sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
   programs.last_compile_s, programs.last_call_s = t_compile, t_collect + t_update
   perf = {"perf/collect_call_seconds": t_collect / num_epochs, "perf/update_call_seconds": t_update / num_epochs}
-  return state, env_state, train.mean_over_epochs(sums, num_epochs), perf
+  return state, env_state, train.mean_over_epochs(parallel.local(sums), num_epochs), perf
 
 
 def _summarise(update_means: dict, collected: train.CollectStats, state, plan, dt: float) -> dict:

@@ -41,10 +41,14 @@ from jedi_jax import train
 AXIS = "data"
 
 
-def initialize_multihost() -> None:
-  """`jax.distributed.initialize()` (TPU VM / SLURM / GPU cluster auto-detection); call before any other JAX
-  call. Each process then runs its own envs; process 0 writes metrics and checkpoints."""
-  jax.distributed.initialize()
+def initialize_multihost(coordinator_address: str | None = None, num_processes: int | None = None,
+                         process_id: int | None = None) -> None:
+  """`jax.distributed.initialize` with the given coordinator ("HOST:PORT"), process count and index; those left
+  None are auto-detected (TPU VM, SLURM, Open MPI). Call before any other JAX call. Each process then runs its
+  own envs; process 0 writes metrics and results. On CPU the processes' collectives go through gloo (jax
+  0.10.2's default `jax_cpu_collectives_implementation`)."""
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
 
 
 def is_main_process() -> bool:
@@ -70,8 +74,21 @@ def per_device_batch(global_batch: int, mesh: Mesh) -> int:
 
 
 def replicate(tree, mesh: Mesh):
-  """Puts every leaf on every device of the mesh."""
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  """Puts every leaf on every device of the mesh. With several processes every process must hold the same
+  value; each contributes its own copy (`device_put` refuses a committed one-device array for a mesh that spans
+  processes)."""
+  sharding = NamedSharding(mesh, P())
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(lambda x: x if isinstance(x, jax.Array) and x.sharding == sharding
+                      else jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+
+
+def local(tree):
+  """This process's copy of every leaf replicated over a mesh that spans processes (what the host reads, and
+  what acts on one device); other leaves unchanged."""
+  return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) and not x.is_fully_addressable
+                      else x, tree)
 
 
 def shard_local_grads(local_fn: Callable, mesh: Mesh) -> Callable:
@@ -166,7 +183,7 @@ class DataParallelEpoch:
 
   def __init__(self, config, mesh: Mesh, env_step: Callable, log=print, group_step: Callable | None = None):
     self.mesh = mesh
-    self.device0 = mesh.devices.flat[0]
+    self.device0 = next(d for d in mesh.devices.flat if d.process_index == jax.process_index())  # collects
     self.log = log
     self.compile_seconds = 0.0   # spent in the last call
     self.sharded = group_step is not None
@@ -187,6 +204,10 @@ class DataParallelEpoch:
                  "update": jax.jit(functools.partial(dp_update_epochs, config=config, mesh=mesh), donate_argnums=0)}
     self._compiled = {}
 
+  def jitted(self, name: str):
+    """The program `name` ("collect_rows" or "update") as a `jax.jit` object (experiments/aot_check.py)."""
+    return self._fns[name]
+
   def _call(self, name: str, *args):
     if name not in self._compiled:
       self._compiled[name], seconds = logs.compile_and_report(name, self._fns[name], args, self.log)
@@ -200,7 +221,7 @@ class DataParallelEpoch:
     t0 = time.time()
     small = state.replace(replay=None, wm_opt_state=None, ac_opt_state=None, env_state=None)
     if not self.sharded:
-      small = jax.device_put(small, self.device0)
+      small = jax.device_put(local(small), self.device0)
     if collect:
       small, env_state, rows, stats = self._call("collect_rows", small, env_state)
       if jax.process_count() > 1:

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import jax.scipy.stats
 import optax
 
+from jedi_jax import config as config_lib
 from jedi_jax import diagnostics
 from jedi_jax import diffusion
 from jedi_jax import optim
@@ -105,14 +106,15 @@ def clamp_prediction(d: jax.Array, kind: str) -> jax.Array:
 def _encoder_net(config) -> Encoder:
   wm = config.wm
   return Encoder(tuple(wm.encoder_channels), tuple(wm.encoder_depths), tuple(wm.encoder_down),
-                 wm.encoder_patch)
+                 wm.encoder_patch, dtype=config_lib.compute_dtype(config))
 
 
 def _denoiser_net(config, num_actions: int) -> DenoiserNet:
   wm = config.wm
   channels, depths, cond = model_kind(config).denoiser_sizes(wm)
   return DenoiserNet(out_channels=state_shape(config)[-1], channels=tuple(channels), depths=tuple(depths),
-                     cond_channels=cond, num_cond=wm.num_cond, num_actions=num_actions)
+                     cond_channels=cond, num_cond=wm.num_cond, num_actions=num_actions,
+                     dtype=config_lib.compute_dtype(config))
 
 
 def _rew_end_net(config, num_actions: int) -> RewEndModel:
@@ -121,7 +123,7 @@ def _rew_end_net(config, num_actions: int) -> RewEndModel:
   num_down = min(max(0, int(round(math.log2(state_shape(config)[0] / 8)))), len(wm.rew_end_channels) - 1)
   return RewEndModel(channels=tuple(wm.rew_end_channels), depths=tuple(wm.rew_end_depths),
                      cond_channels=wm.rew_end_cond_channels, lstm_dim=wm.rew_end_lstm_dim,
-                     num_actions=num_actions, num_down=num_down)
+                     num_actions=num_actions, num_down=num_down, dtype=config_lib.compute_dtype(config))
 
 
 def _num_actions(params, part: str = "denoiser") -> int:

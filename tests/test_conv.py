@@ -76,15 +76,23 @@ def test_strided_and_padded_convolutions_match_xla(strides, padding):
   assert kernel_shaped(xla) and not kernel_shaped(ours)
 
 
-def _eqns(jaxpr):
-  """Every equation of a jaxpr, sub-jaxprs (custom_vjp, loops) included."""
+def _eqns(jaxpr, platform="cpu"):
+  """Every equation of a jaxpr, sub-jaxprs (custom_vjp, loops) included, as lowered for `platform`: of a
+  `jax.lax.platform_dependent` choice only the branch that platform takes."""
+  chosen = {}  # var of a platform_index -> index of `platform`'s branch
   for e in jaxpr.eqns:
     yield e
+    if e.primitive.name == "platform_index":
+      options = e.params["platforms"]
+      chosen[e.outvars[0]] = next(i for i, ps in enumerate(options) if ps is None or platform in ps)
+    if e.primitive.name == "cond" and e.invars[0] in chosen:
+      yield from _eqns(e.params["branches"][chosen[e.invars[0]]].jaxpr, platform)
+      continue
     for v in e.params.values():
       for sub in (v if isinstance(v, (list, tuple)) else [v]):
         inner = getattr(sub, "jaxpr", sub)
         if hasattr(inner, "eqns"):
-          yield from _eqns(inner)
+          yield from _eqns(inner, platform)
 
 
 def test_large_inputs_take_the_looped_gradient(monkeypatch):
@@ -131,3 +139,15 @@ def test_every_conv_of_the_world_model_takes_the_rewritten_gradient(kind):
   eqns = list(_eqns(jax.make_jaxpr(jax.grad(loss))(params).jaxpr))
   convs = [e for e in eqns if e.primitive.name == "conv_general_dilated"]
   assert convs and not [e for e in convs if e.outvars[0].aval.shape in kernels]
+
+
+def test_the_lowering_platform_picks_the_gradient_not_the_host():
+  """A program traced on this CPU host for a GPU/TPU (experiments/aot_check.py) takes XLA's gradients; for the
+  CPU, the rewritten ones. The choice is a `platform_dependent` branch, resolved when the program is lowered."""
+  x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 5))
+  dn = ("NHWC", "HWIO", "NHWC")
+  loss = lambda w: jnp.sum(conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn) ** 2)
+  jaxpr = jax.make_jaxpr(jax.grad(loss))(w).jaxpr
+  kernel_shaped = lambda platform: [e for e in _eqns(jaxpr, platform) if e.primitive.name == "conv_general_dilated"
+                                    and e.outvars[0].aval.shape == w.shape]
+  assert kernel_shaped("tpu") and kernel_shaped("cuda") and not kernel_shaped("cpu")

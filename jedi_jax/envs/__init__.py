@@ -3,7 +3,8 @@ games (Catch, `jax_env.py`) behind the same interface and step protocol, for fas
 
 `make_env` returns a batch of N envs with gymnasium vector-env conventions (`reset`, `step`,
 `action_space`, `num_envs`, `close`) and a functional step for the compiled training loop
-(`env.functional("xla" | "host") -> (env_state, step_fn)`).
+(`env.functional("auto" | "xla" | "host") -> (env_state, step_fn)`; `step_path` says which one a config
+takes on a platform: the XLA step on CPU and GPU, the host step on a TPU).
 
 DIAMOND semantics kept here, and why:
 * Training env: a life loss is a training end (`terminated`) but the game continues; the test env
@@ -60,20 +61,27 @@ def make_env(game: str, num_envs: int, seed: int, *, train: bool, backend: str =
     An `AtariBatchEnv`: obs [N, 64, 64, 3] uint8, reward [N] float32 (raw), etc.
   """
   check_game(game)
+  cls = env_class(backend, stochastic_frameskip)
+  check_game(game, backend)
+  return cls(game, num_envs, seed, train=train, max_episode_steps=max_episode_steps, noop_max=noop_max)
+
+
+def env_class(backend: str, stochastic_frameskip: bool = False) -> type[AtariBatchEnv]:
+  """The class `make_env` builds for `backend` (imported on first use)."""
   if backend not in BACKENDS:
     raise ValueError(f"unknown env backend {backend!r}; valid: {', '.join(BACKENDS)}")
-  check_game(game, backend)
-  kwargs = dict(train=train, max_episode_steps=max_episode_steps, noop_max=noop_max)
   if stochastic_frameskip:
     if backend != "ale":
       raise ValueError("stochastic_frameskip=True needs backend='ale': envpool cannot draw the "
                        "frame skip per step")
-    return __getattr__("StochasticAleAtari")(game, num_envs, seed, **kwargs)
-  if backend == "ale":
-    return __getattr__("AleVectorAtari")(game, num_envs, seed, **kwargs)
-  if backend == "jax":
-    return __getattr__("JaxBatchEnv")(game, num_envs, seed, **kwargs)
-  return __getattr__("EnvpoolAtari")(game, num_envs, seed, **kwargs)
+    return __getattr__("StochasticAleAtari")
+  return __getattr__({"ale": "AleVectorAtari", "jax": "JaxBatchEnv", "envpool": "EnvpoolAtari"}[backend])
+
+
+def step_path(config, platform: str | None = None) -> str:
+  """The env step path (`env.functional`) a run of `config` takes on `platform` (default: JAX's default
+  backend): "xla" or "host". Raises one ValueError for `env.step_path = "xla"` where it cannot run (a TPU)."""
+  return env_class(config.env.backend, config.env.stochastic_frameskip).step_path(config.env.step_path, platform)
 
 
 def is_pure(backend: str, step_path: str) -> bool:
@@ -91,4 +99,4 @@ def num_actions(game: str, backend: str = "envpool") -> int:
 
 __all__ = ["ATARI_BACKENDS", "AleVectorAtari", "AtariBatchEnv", "BACKENDS", "EnvState", "EnvpoolAtari",
            "GAMES", "JAX_GAMES", "JaxBatchEnv", "RawStep", "StepOutput", "StochasticAleAtari", "advance",
-           "check_game", "is_pure", "make_env", "num_actions"]
+           "check_game", "env_class", "is_pure", "make_env", "num_actions", "step_path"]

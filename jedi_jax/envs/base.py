@@ -22,6 +22,27 @@ from jedi_jax.types import FRAME_SHAPE
 StepFn = Callable[[EnvState, jax.Array], tuple[EnvState, StepOutput]]
 RawStepFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, RawStep]]  # (handle, actions)
 
+STEP_PATHS = ("auto", "xla", "host")
+
+
+def resolve_step_path(path: str, platform: str, xla_platforms: tuple[str, ...] | None) -> str:
+  """The env step path a run uses on `platform` (`jax.default_backend()`: "cpu", "gpu" or "tpu").
+
+  "auto" is the XLA step wherever the backend's step can be compiled into the program (`xla_platforms`; None:
+  everywhere, a pure-JAX step) and the host step elsewhere. envpool 1.2.5 and ale-py 0.12.1 register their
+  XLA step as a CPU and a CUDA custom call only (envpool/python/xla_template.py, ale_py/vector_env.py): on a
+  TPU there is no target to compile it for, so "auto" is "host" there and an explicit "xla" is refused.
+  """
+  if path not in STEP_PATHS:
+    raise ValueError(f"unknown functional path {path!r}; valid: {', '.join(map(repr, STEP_PATHS))}")
+  xla_ok = xla_platforms is None or platform in xla_platforms
+  if path == "auto":
+    return "xla" if xla_ok else "host"
+  if path == "xla" and not xla_ok:
+    raise ValueError(f"env.step_path='xla' cannot run on {platform}: the env's XLA step is a custom call for "
+                     f"{' and '.join(xla_platforms)} only; use env.step_path='auto' or 'host'")
+  return path
+
 
 class AtariBatchEnv:
   """N Atari100k envs; subclasses provide the backend.
@@ -36,6 +57,8 @@ class AtariBatchEnv:
   """
 
   backend: str = ""
+  # Platforms with a target for the backend's XLA step (`resolve_step_path`); None: a pure-JAX step, any platform.
+  xla_platforms: tuple[str, ...] | None = ("cpu", "gpu")
 
   def __init__(self, game: str, num_envs: int, seed: int, *, train: bool, max_episode_steps: int,
                noop_max: int):
@@ -129,7 +152,7 @@ class AtariBatchEnv:
 
   # --- Functional API -------------------------------------------------------------------------
 
-  def functional(self, path: str = "xla", seed: int | None = None, *, num_groups: int = 1
+  def functional(self, path: str = "auto", seed: int | None = None, *, num_groups: int = 1
                  ) -> tuple[EnvState, StepFn]:
     """Resets the envs and returns a pure step for use inside `jax.jit` / `lax.scan`.
 
@@ -139,8 +162,10 @@ class AtariBatchEnv:
     `functional()` or `reset(seed=...)` (envpool re-creates the pool, the old handle dangles).
 
     Args:
-      path: "xla": the backend's XLA custom call (envpool, ale-py without stochastic frame skip);
-        "host": the Python backend step through `jax.experimental.io_callback(ordered=True)`.
+      path: "xla": the backend's XLA custom call (envpool, ale-py without stochastic frame skip; CPU and
+        GPU), or the pure-JAX step; "host": the Python backend step through
+        `jax.experimental.io_callback(ordered=True)`; "auto": "xla" where it can run on the default
+        backend's platform, else "host" (`resolve_step_path`).
       seed: as in `reset`.
       num_groups: K > 1 splits the N envs into K groups of N / K (envs k*N/K .. (k+1)*N/K - 1 in group k),
         for packed seeds: every leaf of `env_state` gets a leading [K] axis and `step_fn` steps one group
@@ -151,8 +176,7 @@ class AtariBatchEnv:
       env_state (an `EnvState` of jax arrays) and `step_fn(env_state, actions [N] int32) ->
       (env_state, StepOutput)` (with N / K envs per group when `num_groups` = K).
     """
-    if path not in ("xla", "host"):
-      raise ValueError(f"unknown functional path {path!r}; valid: 'xla', 'host'")
+    path = self.step_path(path)
     self._check_groups(path, num_groups)
     if path == "xla" and type(self)._backend_xla is AtariBatchEnv._backend_xla:
       AtariBatchEnv._backend_xla(self)  # raises the backend's "no XLA step" error
@@ -190,6 +214,14 @@ class AtariBatchEnv:
       return new_state.replace(handle=handle), out
 
     return step_fn
+
+  @classmethod
+  def step_path(cls, path: str = "auto", platform: str | None = None) -> str:
+    """The path `functional(path)` takes on `platform` (default: `jax.default_backend()`); "auto" is "host"
+    for a backend without an XLA step. Raises one ValueError where `path` cannot run."""
+    if path == "auto" and cls._backend_xla is AtariBatchEnv._backend_xla:
+      return "host"
+    return resolve_step_path(path, platform or jax.default_backend(), cls.xla_platforms)
 
   def _host_raw_step(self) -> RawStepFn:
     n = self.num_envs

@@ -104,6 +104,7 @@ class JaxBatchEnv(AtariBatchEnv):
   """
 
   backend = "jax"
+  xla_platforms = None  # a pure-JAX step: compiled into the program on any platform
 
   def __init__(self, game: str, num_envs: int, seed: int, *, train: bool,
                max_episode_steps: int = 27_000, noop_max: int = 30):

@@ -19,8 +19,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jedi_jax import config as config_lib
 from jedi_jax import world_model
-from jedi_jax.nets.blocks import Conv3x3, LSTMCell, LSTMState, SmallResBlock, lstm_zero_state
+from jedi_jax.nets import precision
+from jedi_jax.nets.blocks import FLOAT32, Conv3x3, LSTMCell, LSTMState, SmallResBlock, lstm_zero_state
 
 
 class ActorCritic(nn.Module):
@@ -32,20 +34,22 @@ class ActorCritic(nn.Module):
   channels: Sequence[int]
   down: Sequence[bool]
   lstm_dim: int
+  dtype: str = FLOAT32  # compute dtype of the convolutions and matmuls (blocks.py)
 
   @nn.compact
   def __call__(self, lstm_state: LSTMState, x: jax.Array):
     assert len(self.channels) == len(self.down)
-    x = Conv3x3(self.channels[0], name="conv_in")(x)
+    dt = self.dtype
+    x = Conv3x3(self.channels[0], name="conv_in", dtype=dt)(x)
     for i, (c, d) in enumerate(zip(self.channels, self.down)):
-      x = SmallResBlock(c, name=f"blocks_{i}")(x)
+      x = SmallResBlock(c, name=f"blocks_{i}", dtype=dt)(x)
       if d:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape(x.shape[0], -1)
-    lstm_state, h = LSTMCell(self.lstm_dim, name="lstm")(lstm_state, x)
-    zeros = nn.initializers.zeros
-    logits = nn.Dense(self.num_actions, kernel_init=zeros, bias_init=zeros, name="actor_linear")(h)
-    value = nn.Dense(1, kernel_init=zeros, bias_init=zeros, name="critic_linear")(h)[:, 0]
+    lstm_state, h = LSTMCell(self.lstm_dim, name="lstm", dtype=dt)(lstm_state, x)
+    zeros, dot = nn.initializers.zeros, precision.dot_general_hook(dt)
+    logits = nn.Dense(self.num_actions, kernel_init=zeros, bias_init=zeros, name="actor_linear", dot_general=dot)(h)
+    value = nn.Dense(1, kernel_init=zeros, bias_init=zeros, name="critic_linear", dot_general=dot)(h)[:, 0]
     return lstm_state, logits, value
 
 
@@ -54,7 +58,7 @@ def actor_critic_module(config, num_actions: int) -> ActorCritic:
   ac = config.ac
   channels, down = world_model.model_kind(config).actor_critic_sizes(ac)
   return ActorCritic(num_actions=num_actions, channels=tuple(channels), down=tuple(bool(d) for d in down),
-                     lstm_dim=ac.lstm_dim)
+                     lstm_dim=ac.lstm_dim, dtype=config_lib.compute_dtype(config))
 
 
 def init_actor_critic_params(config, num_actions: int, state_shape: Sequence[int], key: jax.Array):

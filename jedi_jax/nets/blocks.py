@@ -9,7 +9,8 @@ Porting choices kept from DIAMOND (JEDI, arXiv 2505.19698):
   * The LSTM cell has forget-gate bias 1, Xavier input weights and orthogonal recurrent weights
     (DIAMOND src/utils.py init_lstm); its state is carried explicitly.
 Weights default to PyTorch's default init (uniform, variance 1 / (3 fan_in); embeddings N(0, 1)); biases
-start at zero.
+start at zero. Every module's `dtype` is the compute dtype of its convolutions and matmuls (`precision.py`:
+"bfloat16" casts their operands only; params and everything else stay float32).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jedi_jax.nets.conv import conv_general_dilated as loop_friendly_conv
+from jedi_jax.nets import precision
+from jedi_jax.nets.precision import FLOAT32
 
 GN_GROUP_SIZE = 32   # DIAMOND blocks.py
 GN_EPS = 1e-5
@@ -40,28 +42,29 @@ def num_groups(channels: int) -> int:
   return max(1, channels // GN_GROUP_SIZE)
 
 
-def Conv3x3(features: int, *, zero_init: bool = False, name: Optional[str] = None) -> nn.Conv:
+def Conv3x3(features: int, *, zero_init: bool = False, name: Optional[str] = None, dtype: str = FLOAT32) -> nn.Conv:
   """3x3 conv, stride 1, zero padding 1 (same spatial size)."""
   return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)),
                  kernel_init=zeros_init if zero_init else torch_default_init, name=name,
-                 conv_general_dilated=loop_friendly_conv)
+                 conv_general_dilated=precision.conv_hook(dtype))
 
 
-def PatchConv(features: int, patch: int, *, name: Optional[str] = None) -> nn.Conv:
+def PatchConv(features: int, patch: int, *, name: Optional[str] = None, dtype: str = FLOAT32) -> nn.Conv:
   """patch x patch conv with stride patch, no padding: [B, H, W, C] -> [B, H / patch, W / patch, features]."""
   return nn.Conv(features, (patch, patch), strides=(patch, patch), padding="VALID",
-                 kernel_init=torch_default_init, name=name, conv_general_dilated=loop_friendly_conv)
+                 kernel_init=torch_default_init, name=name, conv_general_dilated=precision.conv_hook(dtype))
 
 
-def Conv1x1(features: int, *, name: Optional[str] = None) -> nn.Conv:
+def Conv1x1(features: int, *, name: Optional[str] = None, dtype: str = FLOAT32) -> nn.Conv:
   """1x1 conv (channel projection)."""
   return nn.Conv(features, (1, 1), padding="VALID", kernel_init=torch_default_init, name=name,
-                 conv_general_dilated=loop_friendly_conv)
+                 conv_general_dilated=precision.conv_hook(dtype))
 
 
-def Dense(features: int, *, use_bias: bool = True, name: Optional[str] = None) -> nn.Dense:
+def Dense(features: int, *, use_bias: bool = True, name: Optional[str] = None, dtype: str = FLOAT32) -> nn.Dense:
   """Linear layer with PyTorch's default weight init."""
-  return nn.Dense(features, use_bias=use_bias, kernel_init=torch_default_init, name=name)
+  return nn.Dense(features, use_bias=use_bias, kernel_init=torch_default_init, name=name,
+                  dot_general=precision.dot_general_hook(dtype))
 
 
 class GroupNorm(nn.Module):
@@ -77,13 +80,14 @@ class AdaGroupNorm(nn.Module):
 
   x: [B, H, W, C]; cond: [B, D].
   """
+  dtype: str = FLOAT32
 
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array) -> jax.Array:
     c = x.shape[-1]
     x = nn.GroupNorm(num_groups=num_groups(c), epsilon=GN_EPS, use_bias=False, use_scale=False,
                      name="norm")(x)
-    scale, shift = jnp.split(Dense(2 * c, name="linear")(cond), 2, axis=-1)
+    scale, shift = jnp.split(Dense(2 * c, name="linear", dtype=self.dtype)(cond), 2, axis=-1)
     return x * (1 + scale[:, None, None, :]) + shift[:, None, None, :]
 
 
@@ -94,17 +98,19 @@ class SelfAttention2d(nn.Module):
   added to the *normalised* input.
   """
   head_dim: int = ATTN_HEAD_DIM
+  dtype: str = FLOAT32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     b, h, w, c = x.shape
     n_head = max(1, c // self.head_dim)
     x = GroupNorm(name="norm")(x)
-    qkv = Conv1x1(3 * c, name="qkv_proj")(x).reshape(b, h * w, 3, n_head, c // n_head)
+    qkv = Conv1x1(3 * c, name="qkv_proj", dtype=self.dtype)(x).reshape(b, h * w, 3, n_head, c // n_head)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]   # [B, HW, heads, d]
-    att = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(c // n_head)
-    y = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(att, axis=-1), v).reshape(b, h, w, c)
-    out = nn.Conv(c, (1, 1), kernel_init=zeros_init, name="out_proj", conv_general_dilated=loop_friendly_conv)(y)
+    att = precision.einsum("bqhd,bkhd->bhqk", q, k, self.dtype) / math.sqrt(c // n_head)
+    y = precision.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(att, axis=-1), v, self.dtype).reshape(b, h, w, c)
+    out = nn.Conv(c, (1, 1), kernel_init=zeros_init, name="out_proj",
+                  conv_general_dilated=precision.conv_hook(self.dtype))(y)
     return x + out
 
 
@@ -127,31 +133,35 @@ class FourierFeatures(nn.Module):
 
 class Downsample(nn.Module):
   """3x3 conv, stride 2, padding 1, orthogonal init: [B, H, W, C] -> [B, H/2, W/2, C]."""
+  dtype: str = FLOAT32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
                    kernel_init=nn.initializers.orthogonal(), name="conv",
-                   conv_general_dilated=loop_friendly_conv)(x)
+                   conv_general_dilated=precision.conv_hook(self.dtype))(x)
 
 
 class Upsample(nn.Module):
   """Nearest-neighbour x2 then a 3x3 conv: [B, H, W, C] -> [B, 2H, 2W, C]."""
+  dtype: str = FLOAT32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-    return Conv3x3(x.shape[-1], name="conv")(x)
+    return Conv3x3(x.shape[-1], name="conv", dtype=self.dtype)(x)
 
 
 class SmallResBlock(nn.Module):
   """Unconditioned residual block: skip(x) + conv3x3(silu(GN(x))) (DIAMOND's actor-critic block)."""
   out_channels: int
+  dtype: str = FLOAT32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    skip = x if x.shape[-1] == self.out_channels else Conv1x1(self.out_channels, name="skip_projection")(x)
-    y = Conv3x3(self.out_channels, name="conv")(nn.silu(GroupNorm(name="norm")(x)))
+    skip = (x if x.shape[-1] == self.out_channels
+            else Conv1x1(self.out_channels, name="skip_projection", dtype=self.dtype)(x))
+    y = Conv3x3(self.out_channels, name="conv", dtype=self.dtype)(nn.silu(GroupNorm(name="norm")(x)))
     return skip + y
 
 
@@ -162,15 +172,18 @@ class ResBlock(nn.Module):
   """
   out_channels: int
   attn: bool = False
+  dtype: str = FLOAT32
 
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array) -> jax.Array:
-    r = x if x.shape[-1] == self.out_channels else Conv1x1(self.out_channels, name="proj")(x)
-    x = Conv3x3(self.out_channels, name="conv1")(nn.silu(AdaGroupNorm(name="norm1")(x, cond)))
-    x = Conv3x3(self.out_channels, zero_init=True, name="conv2")(nn.silu(AdaGroupNorm(name="norm2")(x, cond)))
+    dt = self.dtype
+    r = x if x.shape[-1] == self.out_channels else Conv1x1(self.out_channels, name="proj", dtype=dt)(x)
+    x = Conv3x3(self.out_channels, name="conv1", dtype=dt)(nn.silu(AdaGroupNorm(name="norm1", dtype=dt)(x, cond)))
+    x = Conv3x3(self.out_channels, zero_init=True, name="conv2", dtype=dt)(
+        nn.silu(AdaGroupNorm(name="norm2", dtype=dt)(x, cond)))
     x = x + r
     if self.attn:
-      x = SelfAttention2d(name="attn")(x)
+      x = SelfAttention2d(name="attn", dtype=dt)(x)
     return x
 
 
@@ -180,12 +193,14 @@ class PlainResBlock(nn.Module):
   x: [B, H, W, Cin] -> [B, H, W, out_channels]. Used by the JEDI encoder.
   """
   out_channels: int
+  dtype: str = FLOAT32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    r = x if x.shape[-1] == self.out_channels else Conv1x1(self.out_channels, name="proj")(x)
-    x = Conv3x3(self.out_channels, name="conv1")(nn.silu(GroupNorm(name="norm1")(x)))
-    x = Conv3x3(self.out_channels, zero_init=True, name="conv2")(nn.silu(GroupNorm(name="norm2")(x)))
+    dt = self.dtype
+    r = x if x.shape[-1] == self.out_channels else Conv1x1(self.out_channels, name="proj", dtype=dt)(x)
+    x = Conv3x3(self.out_channels, name="conv1", dtype=dt)(nn.silu(GroupNorm(name="norm1")(x)))
+    x = Conv3x3(self.out_channels, zero_init=True, name="conv2", dtype=dt)(nn.silu(GroupNorm(name="norm2")(x)))
     return x + r
 
 
@@ -196,6 +211,7 @@ class ResBlocks(nn.Module):
   """
   out_channels: Sequence[int]
   attn: bool = False
+  dtype: str = FLOAT32
 
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array, to_cat: Optional[Sequence[jax.Array]] = None):
@@ -203,7 +219,7 @@ class ResBlocks(nn.Module):
     for i, c in enumerate(self.out_channels):
       if to_cat is not None:
         x = jnp.concatenate([x, to_cat[i]], axis=-1)
-      x = ResBlock(c, self.attn, name=f"resblocks_{i}")(x, cond)
+      x = ResBlock(c, self.attn, name=f"resblocks_{i}", dtype=self.dtype)(x, cond)
       outputs.append(x)
     return x, outputs
 
@@ -217,6 +233,7 @@ class UNet(nn.Module):
   channels: Sequence[int]
   depths: Sequence[int]
   attn_depths: Optional[Sequence[bool]] = None
+  dtype: str = FLOAT32
 
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array) -> jax.Array:
@@ -229,17 +246,18 @@ class UNet(nn.Module):
 
     d_outputs = []
     for i, (c, d) in enumerate(zip(self.channels, self.depths)):
-      x_down = x if i == 0 else Downsample(name=f"downsamples_{i}")(x)
-      x, outs = ResBlocks([c] * d, attn_depths[i], name=f"d_blocks_{i}")(x_down, cond)
+      x_down = x if i == 0 else Downsample(name=f"downsamples_{i}", dtype=self.dtype)(x)
+      x, outs = ResBlocks([c] * d, attn_depths[i], name=f"d_blocks_{i}", dtype=self.dtype)(x_down, cond)
       d_outputs.append((x_down, *outs))
 
-    x, _ = ResBlocks([self.channels[-1]] * 2, True, name="mid_blocks")(x, cond)
+    x, _ = ResBlocks([self.channels[-1]] * 2, True, name="mid_blocks", dtype=self.dtype)(x, cond)
 
     for j, i in enumerate(reversed(range(len(self.channels)))):
       c1, c2 = self.channels[max(0, i - 1)], self.channels[i]
-      x_up = x if j == 0 else Upsample(name=f"upsamples_{j}")(x)
+      x_up = x if j == 0 else Upsample(name=f"upsamples_{j}", dtype=self.dtype)(x)
       skip = d_outputs[i][::-1]
-      x, _ = ResBlocks([c2] * self.depths[i] + [c1], attn_depths[i], name=f"u_blocks_{j}")(x_up, cond, skip)
+      x, _ = ResBlocks([c2] * self.depths[i] + [c1], attn_depths[i], name=f"u_blocks_{j}", dtype=self.dtype)(
+          x_up, cond, skip)
 
     return x[:, :h, :w]
 
@@ -262,6 +280,7 @@ class LSTMCell(nn.Module):
   `input_gates` for all steps at once and scan `step_from_gates`: only h @ W_hh stays inside the loop.
   """
   features: int
+  dtype: str = FLOAT32
 
   def setup(self):
     hidden = self.features
@@ -270,8 +289,9 @@ class LSTMCell(nn.Module):
       del key
       return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(1.0)   # forget gate (DIAMOND init_lstm)
 
-    self.ih = nn.Dense(4 * hidden, kernel_init=nn.initializers.xavier_uniform(), bias_init=bias_init)
-    self.hh = nn.Dense(4 * hidden, use_bias=False, kernel_init=nn.initializers.orthogonal())
+    dot = precision.dot_general_hook(self.dtype)
+    self.ih = nn.Dense(4 * hidden, kernel_init=nn.initializers.xavier_uniform(), bias_init=bias_init, dot_general=dot)
+    self.hh = nn.Dense(4 * hidden, use_bias=False, kernel_init=nn.initializers.orthogonal(), dot_general=dot)
 
   def input_gates(self, x: jax.Array) -> jax.Array:
     """x [..., D] -> the input's contribution to the gates [..., 4H] (bias included)."""

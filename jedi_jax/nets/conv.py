@@ -15,7 +15,8 @@ inside loops"):
 
 The strided weight gradient mattered most: XLA's ran ~100x slower inside a loop (0.42 s vs 41 s for the
 encoder's first Downsample at paper sizes, batch 4). Values equal XLA's own gradients to float32 rounding
-(tests/test_conv.py). On GPU/TPU the plain XLA convolution and its gradients are used.
+(tests/test_conv.py). On GPU/TPU the plain XLA convolution and its gradients are used: the platform the program
+is lowered for decides (`jax.lax.platform_dependent`), not the host's default backend.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def _conv(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: Padding
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv_cpu(x: jax.Array, w: jax.Array, strides: tuple[int, int], padding: Padding) -> jax.Array:
-  """x [N, H, W, C], w [kh, kw, C, O] -> [N, H', W', O]; explicit padding ((top, bottom), (left, right))."""
+  """x [N, H, W, C], w [kh, kw, C, O] -> [N, H', W', O]; explicit padding ((top, bottom), (left, right)).
+  XLA's convolution; its gradients are the loop-friendly ones when the program is lowered for CPU."""
   return _conv(x, w, strides, padding)
 
 
@@ -53,6 +55,20 @@ def _fwd(x, w, strides, padding):
 
 
 def _bwd(strides, padding, res, dy):
+  # Chosen by the platform the program is lowered for, not by the host's default backend: a program traced on
+  # a CPU host for a TPU (experiments/aot_check.py) gets XLA's gradients. Lowering keeps one branch. Only the
+  # backward pass is platform-dependent: a `platform_dependent` around the whole convolution was differentiated
+  # through its `cond`, and tracing the debug preset's world-model update took 55 s instead of 4 s.
+  return jax.lax.platform_dependent(res, dy, cpu=functools.partial(_cpu_grads, strides, padding),
+                                    default=functools.partial(_xla_grads, strides, padding))
+
+
+def _xla_grads(strides, padding, res, dy):
+  x, w = res
+  return jax.vjp(lambda x, w: _conv(x, w, strides, padding), x, w)[1](dy)
+
+
+def _cpu_grads(strides, padding, res, dy):
   x, w = res
   kh, kw = w.shape[:2]
   if tuple(strides) == (1, 1) and kh % 2 == kw % 2 == 1 and padding == _same_padding(kh, kw):
@@ -104,15 +120,16 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          precision=None, preferred_element_type=None):
   """Drop-in for `lax.conv_general_dilated` (Flax's `nn.Conv(conv_general_dilated=...)` hook).
 
-  On CPU, routes undilated, ungrouped NHWC/HWIO convolutions (any stride and padding) to `conv_cpu`;
-  everything else, and every convolution on GPU/TPU, goes to XLA unchanged.
+  Routes undilated, ungrouped NHWC/HWIO convolutions (any stride and padding) to `conv_cpu`, whose gradients
+  are the rewritten ones in a program lowered for CPU and XLA's own for GPU/TPU; everything else goes to XLA
+  unchanged.
   """
   simple = (lhs.ndim == 4 and feature_group_count == 1 and batch_group_count == 1
             and not any(d not in (None, 1) and tuple(d) != (1, 1) for d in (lhs_dilation, rhs_dilation))
             and preferred_element_type is None and precision is None
             and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DN)
             == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers))
-  if simple and jax.default_backend() == "cpu":
+  if simple:
     strides = tuple(int(v) for v in window_strides)
     if isinstance(padding, str):
       padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)

@@ -34,6 +34,7 @@ class DenoiserNet(nn.Module):
   cond_channels: int
   num_cond: int
   num_actions: int
+  dtype: str = blocks.FLOAT32  # compute dtype of the convolutions and matmuls (blocks.py)
 
   @nn.compact
   def __call__(self, noisy_scaled: jax.Array, c_noise: jax.Array, cond_scaled: jax.Array,
@@ -47,11 +48,12 @@ class DenoiserNet(nn.Module):
     act_emb = nn.Embed(self.num_actions, self.cond_channels // self.num_cond, embedding_init=blocks.embed_init,
                        name="act_emb")(actions)
     cond = blocks.FourierFeatures(self.cond_channels, name="noise_emb")(c_noise) + act_emb.reshape(b, -1)
-    cond = blocks.Dense(self.cond_channels, name="cond_proj_0")(cond)
-    cond = blocks.Dense(self.cond_channels, name="cond_proj_1")(nn.silu(cond))
+    dt = self.dtype
+    cond = blocks.Dense(self.cond_channels, name="cond_proj_0", dtype=dt)(cond)
+    cond = blocks.Dense(self.cond_channels, name="cond_proj_1", dtype=dt)(nn.silu(cond))
     # Past states stacked on channels, time-major (DIAMOND: b t c h w -> b (t c) h w), then the noisy one.
     stacked = jnp.transpose(cond_scaled, (0, 2, 3, 1, 4)).reshape(b, h, w, t * c)
-    x = blocks.Conv3x3(self.channels[0], name="conv_in")(jnp.concatenate([stacked, noisy_scaled], axis=-1))
-    x = blocks.UNet(self.channels, self.depths, name="unet")(x, cond)
+    x = blocks.Conv3x3(self.channels[0], name="conv_in", dtype=dt)(jnp.concatenate([stacked, noisy_scaled], axis=-1))
+    x = blocks.UNet(self.channels, self.depths, name="unet", dtype=dt)(x, cond)
     x = nn.silu(blocks.GroupNorm(name="norm_out")(x))
-    return blocks.Conv3x3(self.out_channels, zero_init=True, name="conv_out")(x)
+    return blocks.Conv3x3(self.out_channels, zero_init=True, name="conv_out", dtype=dt)(x)

@@ -29,18 +29,20 @@ class Encoder(nn.Module):
   depths: Sequence[int]
   down: Sequence[int]
   patch: int = 1
+  dtype: str = blocks.FLOAT32  # compute dtype of the convolutions (blocks.py)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     assert len(self.channels) == len(self.depths) == len(self.down)
+    dt = self.dtype
     if self.patch == 1:
-      x = blocks.Conv3x3(self.channels[0], name="conv_in")(x)
+      x = blocks.Conv3x3(self.channels[0], name="conv_in", dtype=dt)(x)
     else:
-      x = blocks.PatchConv(self.channels[0], self.patch, name="conv_in")(x)
+      x = blocks.PatchConv(self.channels[0], self.patch, name="conv_in", dtype=dt)(x)
     for i, (c, d, down) in enumerate(zip(self.channels, self.depths, self.down)):
       for j in range(d):
-        x = blocks.PlainResBlock(c, name=f"stage_{i}_block_{j}")(x)
+        x = blocks.PlainResBlock(c, name=f"stage_{i}_block_{j}", dtype=dt)(x)
       if down:
-        x = blocks.Downsample(name=f"stage_{i}_down")(x)
+        x = blocks.Downsample(name=f"stage_{i}_down", dtype=dt)(x)
     x = nn.silu(blocks.GroupNorm(name="norm_out")(x))
-    return blocks.Conv3x3(self.channels[-1], name="conv_out")(x)
+    return blocks.Conv3x3(self.channels[-1], name="conv_out", dtype=dt)(x)

@@ -30,18 +30,20 @@ class RewEndModel(nn.Module):
   lstm_dim: int
   num_actions: int
   num_down: int
+  dtype: str = blocks.FLOAT32  # compute dtype of the convolutions and matmuls (blocks.py)
 
   def setup(self):
     assert len(self.channels) == len(self.depths) and self.num_down < len(self.channels)
     self.act_emb = nn.Embed(self.num_actions, self.cond_channels, embedding_init=blocks.embed_init)
-    self.conv_in = blocks.Conv3x3(self.channels[0])
+    dt = self.dtype
+    self.conv_in = blocks.Conv3x3(self.channels[0], dtype=dt)
     n = len(self.channels)
-    self.stages = [blocks.ResBlocks([c] * d) for c, d in zip(self.channels, self.depths)]
-    self.downsamples = [blocks.Downsample() if i >= n - self.num_down else None for i in range(n)]
-    self.final_blocks = blocks.ResBlocks([self.channels[-1]] * 2, attn=True)
-    self.lstm = blocks.LSTMCell(self.lstm_dim)
-    self.head_hidden = blocks.Dense(self.lstm_dim)
-    self.head_out = blocks.Dense(3 + 2, use_bias=False)
+    self.stages = [blocks.ResBlocks([c] * d, dtype=dt) for c, d in zip(self.channels, self.depths)]
+    self.downsamples = [blocks.Downsample(dtype=dt) if i >= n - self.num_down else None for i in range(n)]
+    self.final_blocks = blocks.ResBlocks([self.channels[-1]] * 2, attn=True, dtype=dt)
+    self.lstm = blocks.LSTMCell(self.lstm_dim, dtype=dt)
+    self.head_hidden = blocks.Dense(self.lstm_dim, dtype=dt)
+    self.head_out = blocks.Dense(3 + 2, use_bias=False, dtype=dt)
 
   def features(self, state: jax.Array, action: jax.Array, next_state: jax.Array) -> jax.Array:
     """state, next_state [N, H, W, C], action [N] int -> flat CNN features [N, F]."""
