@@ -274,12 +274,15 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
   env_state, env_step = env.functional(  # resets the envs
       step_path, num_groups=num_seeds if pure_env else 1)
   programs = Programs(cfg, env_step, log, many_seeds=packed, vmap_env=pure_env)
+  # The env state goes into checkpoints in one-process runs (orbax cannot save a process's own arrays in a
+  # multi-process run: that resume re-steps the envs).
+  save_env = pure_env and jax.process_count() == 1
   # Data parallel with a pure-JAX env: each device steps its own group of envs (parallel.sharded_collect_rows).
   group_step = (env.group_step(num_devices) if mesh is not None and pure_env and jax.process_count() == 1
                 and cfg.env.num_envs % num_devices == 0 else None)
   extra = {"num_epochs_collect": np.int64(-1)}
   # Checkpoints written before env states were saved have none: they are resumed by re-stepping.
-  restored = (checkpointer.restore_latest(states, dict(extra, env_state=env_state) if pure_env else extra,
+  restored = (checkpointer.restore_latest(states, dict(extra, env_state=env_state) if save_env else extra,
                                           optional=("env_state",)) if resumed else None)
   start_epoch = 0
   # Every input of the compiled programs is committed to this process's first device, fresh or restored
@@ -339,7 +342,7 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
     seed0 = jax.tree.map(lambda x: x[0], states) if packed else parallel.local(states)
     done = recorder.record(metrics, seed0, plan, t0, programs, total_epochs, perf)
     if schedule.is_checkpoint(done, total_epochs, cfg.run.checkpoint_every):
-      checkpointer.save(done, states, dict(extra, env_state=env_state) if pure_env else extra)
+      checkpointer.save(done, states, dict(extra, env_state=env_state) if save_env else extra)
       log(f"checkpoint saved at epoch {done}")
       if stop_after_epoch is not None and done >= stop_after_epoch:
         env.close()
