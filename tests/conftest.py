@@ -8,6 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
 # Tests run on the CPU; 4 fake devices let the data-parallel tests build a mesh (single-device code is
 # unaffected: arrays live on device 0 unless sharded explicitly).
 # XLA:CPU flags for tests (measured on a 2-core CPU, docs/benchmarks.md "Test suite"): LLVM optimisation
@@ -111,7 +113,18 @@ LONG_FIRST = (
 )
 
 
+# Long tests marked `after_suite` are skipped by the suite (at most 10 minutes on 2 cores) and run by CI right
+# after it: `JEDI_JAX_SLOW_TESTS=1 python -m pytest -q -m after_suite` (.ci/run).
+RUN_AFTER_SUITE = bool(os.environ.get("JEDI_JAX_SLOW_TESTS"))
+
+
 def pytest_collection_modifyitems(items):
+  if not RUN_AFTER_SUITE:
+    skip = pytest.mark.skip(reason="a long test run by CI after the suite (JEDI_JAX_SLOW_TESTS=1 -m after_suite)")
+    for item in items:
+      if "after_suite" in item.keywords:
+        item.add_marker(skip)
+
   def rank(item):
     where = item.nodeid.split("/")[-1]
     return next((i for i, name in enumerate(LONG_FIRST) if where.startswith(name)), len(LONG_FIRST))

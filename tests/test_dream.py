@@ -26,9 +26,7 @@ def _play(wm_params, ac_params, start, key, forced, use_policy, config):
   return out, shown
 
 
-@pytest.mark.skipif(not os.environ.get("JEDI_JAX_SLOW_TESTS"),
-                    reason="its stepping program compiles in ~10-30 s on 2 cores: over the suite's budget; set "
-                           "JEDI_JAX_SLOW_TESTS=1")
+@pytest.mark.after_suite
 def test_play_is_imagine_step_for_step_and_keys_drive_the_model():
   """With the policy choosing, a played rollout is imagine's trajectory (states, actions, rewards, ends and
   the restarts after ends: p(end) = 0.5 here). With keyboard actions instead, the stub world model rewards

@@ -27,9 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RANDOM_POLICY_RETURN = -0.6  # the ball's column is uniform and independent of the paddle's: P(catch) = 1/5
 
 
-@pytest.mark.skipif(not os.environ.get("JEDI_JAX_SLOW_TESTS"),
-                    reason="a ~4.5 min training run: outside the 10-minute suite; .ci/run runs it with "
-                           "JEDI_JAX_SLOW_TESTS=1")
+@pytest.mark.after_suite
 def test_a_short_catch_run_clearly_beats_the_random_policy(tmp_path):
   workdir = tmp_path / "catch_quick"
   env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", XLA_FLAGS="")

@@ -70,6 +70,7 @@ def _operand_dtypes(jaxpr, names=("conv_general_dilated", "dot_general")):
   return out
 
 
+@pytest.mark.after_suite
 def test_bfloat16_compute_runs_convolutions_and_matmuls_in_bf16_with_float32_params_and_finite_losses():
   """run.compute_dtype="bfloat16": every convolution and matmul of the world-model and actor-critic losses
   multiplies bf16 operands; params and gradients stay float32; the world-model loss is finite and within bf16
@@ -107,6 +108,7 @@ def test_bfloat16_compute_runs_convolutions_and_matmuls_in_bf16_with_float32_par
   np.testing.assert_allclose(values, reference, rtol=0.05, atol=0.02)
 
 
+@pytest.mark.after_suite
 def test_aot_check_compiles_a_run_program_for_a_tpu_without_one(tmp_path):
   """experiments/aot_check.py on this CPU host: a program of a (tiny) Breakout run compiled for a v5e chip,
   with the host env step a TPU takes, and its report written (the atari100k figures: results/aot/)."""
@@ -121,9 +123,7 @@ def test_aot_check_compiles_a_run_program_for_a_tpu_without_one(tmp_path):
   assert row["estimated_seconds"] == max(row["flops"] / 197e12, row["bytes_accessed"] / 819e9)
 
 
-@pytest.mark.skipif(not os.environ.get("JEDI_JAX_SLOW_TESTS"),
-                    reason="two training processes (~2 min): outside the 10-minute suite; .ci/run runs it with "
-                           "JEDI_JAX_SLOW_TESTS=1")
+@pytest.mark.after_suite
 def test_two_processes_train_one_data_parallel_run_to_the_end(tmp_path):
   """`--multihost` with two processes on this host (CPU collectives, one device each): one data-parallel run of
   the tests' tiny Catch config trains to the end; process 0 alone writes metrics and results; both log 2

@@ -74,9 +74,7 @@ def test_window_turns_key_presses_into_actions(tmp_path, monkeypatch):
   assert image.get_size()[0] >= 128 + 300 and image.get_at((5, 5))[:3] == (40, 40, 40)  # the new start's frame
 
 
-@pytest.mark.skipif(not os.environ.get("JEDI_JAX_SLOW_TESTS"),
-                    reason="compiles a real world model's programs (~1-3 min on 2 cores): over the suite's budget; "
-                           "set JEDI_JAX_SLOW_TESTS=1")
+@pytest.mark.after_suite
 def test_session_headless_and_window_on_a_finished_run(reference, tmp_path, monkeypatch):  # noqa: F811
   monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
   pygame = pytest.importorskip("pygame")

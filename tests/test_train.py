@@ -227,6 +227,7 @@ def test_results_and_load_run(reference):
   assert run_files.final_state_checksum(loaded) == results["final_state_checksum"]
 
 
+@pytest.mark.after_suite
 def test_packed_seeds_resume_exactly_and_match_single_runs(reference, tmp_path):
   """--num_seeds=2: seed 0 has exactly the single run's replay (same envs, same actions) and its params to
   float rounding (vmapped convolutions); seed 1 differs. The packed run has no world-model probe, the single
@@ -279,6 +280,7 @@ def test_train_env_pool_of_packed_seeds_is_each_seeds_envs():
   alone.close()
 
 
+@pytest.mark.after_suite
 def test_data_parallel_on_4_fake_devices_and_its_resume(reference, tmp_path):
   """The run data parallel over the 4 fake CPU devices of the test process; its copy whose last checkpoint
   is removed resumes and reproduces its results exactly. Same collected data as the one-device run until

@@ -399,6 +399,7 @@ def test_latent_denoiser_overfits_fixed_batch():
 
 
 @pytest.mark.slow
+@pytest.mark.after_suite
 def test_pixel_denoiser_overfits_fixed_batch():
   config = _overfit_config("diamond")
   # A coloured square moving 4 pixels right per step on a grey background.
