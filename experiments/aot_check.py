@@ -141,10 +141,10 @@ def build_programs(cfg, devices: list, names=PROGRAMS, platform: str = "tpu", ru
                        on(jax.eval_shape(lambda: args), one))
   if {"dp_collect_rows", "dp_update"} & set(names):
     dp = parallel.DataParallelEpoch(cfg, mesh, env_step, log=lambda _: None)
-    small = states.replace(replay=None, wm_opt_state=None, ac_opt_state=None, env_state=env_state)
-    _, rows, _ = jax.eval_shape(dp.jitted("collect_rows"), small)
+    small = states.replace(replay=None, wm_opt_state=None, ac_opt_state=None, env_state=None)
+    _, _, rows, _ = jax.eval_shape(dp.jitted("collect_rows"), small, env_state)
     if "dp_collect_rows" in names:
-      out["dp_collect_rows"] = (dp.jitted("collect_rows"), on((small,), one))
+      out["dp_collect_rows"] = (dp.jitted("collect_rows"), on((small, env_state), one))
     if "dp_update" in names:
       out["dp_update"] = (dp.jitted("update"), on((states, rows, plan), replicated))
   if own_envs:

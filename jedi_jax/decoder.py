@@ -125,3 +125,39 @@ def fit_decoder(wm_params, replay, key: jax.Array, num_steps: int, batch_size: i
     dec_params, opt_state, loss = train_chunk(dec_params, opt_state, wm_params, k)
     log(f"viewing decoder step {done + chunk}: pixel MSE {float(loss):.4f}")
   return dec_params
+
+
+def pixel_frames(states: jax.Array) -> jax.Array:
+  """The pixel baseline's states (frames in [-1, 1]) -> uint8 frames: its own view, no decoder needed."""
+  return jnp.clip(jnp.round((states + 1) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+def open_loop_frames(wm_params, replay, key: jax.Array, config, *, horizon: int, examples: int,
+                     decoder_steps: int = 3000, batch_size: int = 32, log=print) -> dict:
+  """Real frames next to imagined ones, from `examples` unpadded replay segments imagined open loop for
+  `horizon` steps with the recorded actions (`open_loop_rollout`), as uint8 [E, horizon, 64, 64, 3]:
+
+    real    the recorded frames;
+    recon   the encoder's latents of those frames, viewed (JEDI: the viewing decoder's own error; the pixel
+            baseline: the frames themselves);
+    dream   the imagined states, viewed (JEDI: through a viewing decoder fitted here for `decoder_steps`
+            steps; the pixel baseline: its own frames).
+
+  Raises ValueError when the replay holds no unpadded segment of `num_cond + horizon` frames."""
+  from jedi_jax import replay as replay_lib  # pylint: disable=import-outside-toplevel
+  k_fit, k_seg, k_roll = jax.random.split(key, 3)
+  if config.wm.kind == "jedi":
+    dec_params = fit_decoder(wm_params, replay, k_fit, decoder_steps, batch_size, config, log=log)
+    view = jax.jit(lambda s: decode(dec_params, s))
+  else:
+    view = jax.jit(pixel_frames)
+  k = config.wm.num_cond
+  seg = replay_lib.sample_segments(replay, k_seg, 64, k + horizon - 1, weights=tuple(config.replay.sample_weights),
+                                   pad_after_end=False)
+  full = jnp.nonzero(seg.mask.all(axis=1))[0][:examples]
+  if len(full) == 0:
+    raise ValueError(f"the replay holds no unpadded segment of {k + horizon} frames")
+  obs, act = seg.obs[full], seg.act[full]
+  imagined = jax.jit(lambda o, a, r: open_loop_rollout(wm_params, o, a, r, config))(obs, act, k_roll)
+  real = obs[:, k:]
+  return {"real": real, "recon": view(world_model.encode(wm_params, real, config)), "dream": view(imagined)}

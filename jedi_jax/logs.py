@@ -83,12 +83,16 @@ def start_wandb(project: str, workdir: str, config: dict):
                     name=os.path.basename(os.path.normpath(workdir)))
 
 
-def log_videos(paths: list[str], key: str = "test/episodes") -> None:
-  """Adds GIFs (test episodes, open-loop grids) to the active W&B run, if any."""
+def log_media(media: dict) -> None:
+  """Adds files to the active W&B run, if any: {key: path or list of paths}; GIFs (test episodes, open-loop
+  grids) go as videos, PNGs as images. All keys in one row (W&B's current step)."""
   wandb_run = _active_wandb_run()
-  if wandb_run is not None and paths:
-    wandb = sys.modules["wandb"]
-    wandb_run.log({key: [wandb.Video(p, format="gif") for p in paths]})
+  if wandb_run is None or not media:
+    return
+  wandb = sys.modules["wandb"]
+  as_media = lambda p: wandb.Video(p, format="gif") if p.endswith(".gif") else wandb.Image(p)
+  wandb_run.log({key: [as_media(p) for p in paths] if isinstance(paths, (list, tuple)) else as_media(paths)
+                 for key, paths in media.items() if paths})
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -104,11 +104,10 @@ class Session:
   def _make_viewer(self, workdir: str, decoder_steps: int):
     """states [B, *S] -> uint8 frames [B, 64, 64, 3]."""
     import jax  # pylint: disable=g-import-not-at-top
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     from flax import serialization  # pylint: disable=g-import-not-at-top
     from jedi_jax import decoder  # pylint: disable=g-import-not-at-top
     if self.cfg.wm.kind != "jedi":  # the pixel model's states are frames in [-1, 1]
-      return jax.jit(lambda s: jnp.clip(jnp.round((s + 1) * 127.5), 0, 255).astype(jnp.uint8))
+      return jax.jit(decoder.pixel_frames)
     path, meta_path = os.path.join(workdir, DECODER_FILE), os.path.join(workdir, DECODER_FILE + ".json")
     meta = {"checkpoint_epoch": int(self.epoch), "decoder_steps": decoder_steps}
     template = decoder.init_decoder(jax.random.PRNGKey(0), self._state_shape())

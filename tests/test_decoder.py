@@ -4,6 +4,7 @@ autoregressive sampler written as a scan."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jedi_jax import decoder as dec_lib
 from jedi_jax import world_model
@@ -53,3 +54,35 @@ def test_open_loop_rollout_matches_a_python_loop_of_sample_next():
     nxt = sample_next(wm_params, window, actions[:, t:t + k], kt, cfg)
     np.testing.assert_allclose(np.asarray(got[:, t]), np.asarray(nxt), atol=1e-5)
     window = jnp.concatenate([window[:, 1:], nxt[:, None]], axis=1)
+
+
+@pytest.mark.after_suite  # ~20 s of compiling the pixel sampler
+def test_open_loop_frames_of_the_pixel_baseline_show_its_own_frames():
+  """`open_loop_frames` for wm.kind=diamond: no decoder; the real frames are consecutive replay frames of one
+  episode (frame i is filled with the value i), the encoded view is those frames exactly, and a replay without
+  a long enough episode is one clear error."""
+  from jedi_jax import replay as replay_lib
+  cfg = frozen_tiny_config(**{"wm.kind": "diamond"})
+  wm_params = jax.jit(world_model.init_world_model, static_argnums=(0, 1))(cfg, 3, jax.random.PRNGKey(0))
+  add = jax.jit(replay_lib.add)
+
+  def replay(episode_len, steps=24):
+    r = replay_lib.init_replay(1, 64)
+    for i in range(steps):
+      r = add(r, jnp.full((1, 64, 64, 3), i, jnp.uint8), jnp.array([i % 3]), jnp.zeros(1),
+              jnp.array([i % episode_len == episode_len - 1]), jnp.array([False]), jnp.array([True]))
+    return r
+
+  horizon = 3
+  out = dec_lib.open_loop_frames(wm_params, replay(24), jax.random.PRNGKey(1), cfg, horizon=horizon, examples=2)
+  real = np.asarray(out["real"])
+  assert {k: v.shape for k, v in out.items()} == {k: (2, horizon, 64, 64, 3) for k in ("real", "recon", "dream")}
+  assert all(v.dtype == np.uint8 for v in out.values())
+  assert (np.diff(real.astype(int), axis=1) == 1).all()  # consecutive frames of the episode
+  np.testing.assert_array_equal(out["recon"], real)
+  try:
+    dec_lib.open_loop_frames(wm_params, replay(3), jax.random.PRNGKey(1), cfg, horizon=horizon, examples=2)
+  except ValueError as e:
+    assert str(e) == f"the replay holds no unpadded segment of {cfg.wm.num_cond + horizon} frames"
+  else:
+    raise AssertionError("no error for a replay of 3-step episodes")

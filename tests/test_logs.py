@@ -3,6 +3,7 @@ reading back the run's own record file."""
 
 import glob
 import json
+import shutil
 import struct
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import pytest
 
 from jedi_jax import logs
 from jedi_jax import videos
+
+from test_train import reference  # noqa: F401  (the session's shared reference run)
 
 wandb = pytest.importorskip("wandb")  # installed by the test extra; CI always has it
 from wandb.proto import wandb_internal_pb2  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -82,7 +85,7 @@ def test_metrics_rows_are_mirrored_to_wandb_offline(offline):
     logger.write(epoch, scalars)
   frames = np.zeros((3, 8, 8, 3), np.uint8)
   frames[1] = 255
-  logs.log_videos([videos.write_gif(str(offline / "clip.gif"), frames)])
+  logs.log_media({"test/episodes": [videos.write_gif(str(offline / "clip.gif"), frames)]})
   run_dir = run.dir.rsplit("/files", 1)[0]
   run.finish()
   logger.close()
@@ -128,3 +131,31 @@ def test_missing_wandb_is_one_clear_error(tmp_path):
   assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
       "ValueError: run.wandb_project needs the wandb package: pip install -e '.[wandb]'")
   assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.after_suite
+def test_imagination_strip_writes_its_grid_and_sends_it_to_the_runs_wandb_run(reference, offline):  # noqa: F811
+  """experiments/imagination_strip.py on the Catch reference run (JEDI, a viewing decoder of 0 steps): the PNG
+  strip (3 rows of `horizon` frames per example, enlarged 2x), the GIF grid (one frame per imagined step), and
+  both in the run's W&B run, which a second call continues (same id)."""
+  from PIL import Image
+  from experiments import imagination_strip
+  workdir = offline / "run"
+  shutil.copytree(reference[0], workdir)
+  lines, horizon = [], 3
+  write = lambda: imagination_strip.write_strip(str(workdir), str(offline / "out" / "strip"), decoder_steps=0,
+                                                horizon=horizon, examples=1, wandb_project="jedi-test",
+                                                log=lines.append)
+  png, gif = write()
+  assert Image.open(png).size == (2 * horizon * 64, 2 * 3 * 64)
+  with Image.open(gif) as g:
+    assert g.n_frames == horizon and g.size == (3 * (3 * 64 + 2 * 2), 3 * 64)
+  assert any(l.startswith("sent both to W&B project jedi-test") for l in lines)
+  run_id = (workdir / logs.WANDB_ID_FILE).read_text().strip()
+  run_dir = glob.glob(f"{workdir}/wandb/offline-run-*-{run_id}")[0]
+  logged = {k for h in _history(_finished_run_records(run_dir)) for k in h}
+  assert {"imagination/open_loop/_type", "imagination/strip/_type"} <= logged, logged
+  assert wandb.run is None
+  write()
+  assert (workdir / logs.WANDB_ID_FILE).read_text().strip() == run_id
+  assert len(glob.glob(f"{workdir}/wandb/offline-run-*-{run_id}")) == 2

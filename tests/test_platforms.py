@@ -121,6 +121,13 @@ def test_aot_check_compiles_a_run_program_for_a_tpu_without_one(tmp_path):
   row = out["programs"]["restep"]
   assert row["fits"] and 0 < row["hbm_bytes"] < 2**30 and row["bytes_accessed"] > 0
   assert row["estimated_seconds"] == max(row["flops"] / 197e12, row["bytes_accessed"] / 819e9)
+  # Every other program of the run, the data-parallel ones included, is built and traced for the TPU (compiling
+  # them all would take minutes): a change of a program's signature breaks this, not the atari100k command.
+  cfg = config_lib.freeze(tiny_config(**FEWEST_STEPS, **{"optim.batch_size": 4}))  # a multiple of the 4 chips
+  built = aot_check.build_programs(cfg, aot_check.tpu_devices(aot_check.TARGETS["tpu-v5e"]))
+  assert set(built) == set(aot_check.PROGRAMS)
+  for name, (jitted, args) in built.items():
+    assert jitted.trace(*args).out_info is not None, name
 
 
 @pytest.mark.after_suite
