@@ -92,12 +92,7 @@ def measure(cfg, log=print) -> dict:
   out["env_steps_per_s"] = s.steps_per_epoch / out["programs"]["collect"]["seconds_per_call"]
   stats = device.memory_stats() or {}
   out["peak_device_bytes"] = stats.get("peak_bytes_in_use")
-  collect_epochs = schedule.num_collect_epochs(s.initial_min_steps, s)
-  total = schedule.total_epochs(collect_epochs, s)
-  wm = ac = epoch = 0
-  while epoch < total:
-    k, _, w, a_ = schedule.epoch_plan(epoch, collect_epochs, total, cfg)
-    wm, ac, epoch = wm + k * w, ac + k * a_, epoch + k
+  wm, ac = schedule.update_counts(cfg)
   p = out["programs"]
   seconds = (wm * p["wm_update"]["seconds_per_call"] + ac * p["ac_update"]["seconds_per_call"]
              + s.total_env_steps / out["env_steps_per_s"])

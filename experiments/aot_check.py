@@ -187,13 +187,7 @@ def project_run(cfg, programs: dict, target: Target) -> dict:
   plus the env steps' device share (the collect program per step). Env stepping on the host is not in it."""
   from jedi_jax import schedule
   s = cfg.schedule
-  collect_epochs = schedule.num_collect_epochs(s.initial_min_steps, s)
-  total = schedule.total_epochs(collect_epochs, s)
-  wm = ac = 0
-  epoch = 0
-  while epoch < total:
-    n, _, w, a = schedule.epoch_plan(epoch, collect_epochs, total, cfg)
-    wm, ac, epoch = wm + n * w, ac + n * a, epoch + n
+  wm, ac = schedule.update_counts(cfg)
   per_step = programs["collect"]["estimated_seconds"] / s.steps_per_epoch
   seconds = (wm * programs["wm_update"]["estimated_seconds"] + ac * programs["ac_update"]["estimated_seconds"]
              + s.total_env_steps * per_step)

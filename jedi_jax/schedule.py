@@ -51,6 +51,19 @@ def epoch_plan(epoch: int, num_epochs_collect: int, total: int, cfg) -> tuple[in
   return (n, s.steps_per_epoch if collecting else 0, s.wm_updates_per_epoch, s.ac_updates_per_epoch)
 
 
+def update_counts(cfg, initial_steps: int | None = None) -> tuple[int, int]:
+  """(world-model updates, actor-critic updates) of a whole run of `cfg` whose initial collection takes
+  `initial_steps` env steps (default `schedule.initial_min_steps`): the calls of `epoch_plan` summed."""
+  s = cfg.schedule
+  collect = num_collect_epochs(s.initial_min_steps if initial_steps is None else initial_steps, s)
+  total = total_epochs(collect, s)
+  wm = ac = epoch = 0
+  while epoch < total:
+    n, _, w, a = epoch_plan(epoch, collect, total, cfg)
+    wm, ac, epoch = wm + n * w, ac + n * a, epoch + n
+  return wm, ac
+
+
 def is_checkpoint(epoch: int, total: int, checkpoint_every: int) -> bool:
   """A checkpoint is written after every `checkpoint_every`-th epoch and after the last one."""
   return epoch % checkpoint_every == 0 or epoch == total

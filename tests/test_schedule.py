@@ -96,3 +96,14 @@ def test_eta_uses_the_update_rate_not_the_long_first_epoch():
   assert schedule.eta_seconds({}, 3, 5, 0, seconds_per_epoch=7.0) == 14.0
   assert schedule.eta_seconds(first, 55, 55, 20, seconds_per_epoch=500.0) == 0.0
   assert schedule.fmt_time(3725) == "1h02m05s"
+
+
+@pytest.mark.parametrize("checkpoint_every,epochs_per_call", [(50, 10), (7, 3), (1000, 1000)])
+def test_update_counts_of_a_whole_run(checkpoint_every, epochs_per_call):
+  """The long first epoch, then the regular epochs (collecting and final alike), whatever the calls' grouping:
+  the paper preset's 1,000 epochs after a 5,000-step initial collection."""
+  cfg = _cfg(checkpoint_every, epochs_per_call)
+  s = cfg.schedule
+  assert schedule.update_counts(cfg) == (s.wm_updates_first_epoch + 999 * 400, s.ac_updates_first_epoch + 999 * 400)
+  assert schedule.update_counts(cfg, 10_000) == (s.wm_updates_first_epoch + 949 * 400,
+                                                  s.ac_updates_first_epoch + 949 * 400)
