@@ -56,6 +56,41 @@ def _series(rows: list[dict], x: str, y: str) -> tuple[list, list]:
   return ([a for a, _ in pts], [b for _, b in pts]) if pts else ([], [])
 
 
+def test_curves(rows: list[dict], results: list[dict]) -> list[tuple[list, list]]:
+  """Per seed, (env steps, test return): the interim tests of `run.test_every` (mean over their games), then
+  the final test."""
+  tests = [r for r in rows if "test/episodes" in r]
+  curves = []
+  for k, res in enumerate(results):
+    means = [r["test/return_mean_per_seed"][k] if "test/return_mean_per_seed" in r else r["test/return_mean"]
+             for r in tests]
+    curves.append(([r["env_steps"] for r in tests] + [res["env_steps"]], means + [res["score"]]))
+  return curves
+
+
+def plot_test_curves(runs: list[tuple[dict, list[dict], list[dict]]], random_score: float, title: str,
+                     path: str) -> None:
+  """Test return against env steps, one line per seed of every run (colour: world-model kind)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  kinds = sorted({config["wm"]["kind"] for config, _, _ in runs})
+  seeds = {kind: sum(len(results) for config, results, _ in runs if config["wm"]["kind"] == kind) for kind in kinds}
+  for config, results, rows in runs:
+    kind = config["wm"]["kind"]
+    for steps, returns in test_curves(rows, results):
+      ax.plot(steps, returns, "o-", ms=3, lw=1, alpha=0.8, color=f"C{kinds.index(kind)}",
+              label=f"{kind} ({seeds.pop(kind)} seeds)" if kind in seeds else None)
+  ax.axhline(random_score, color="k", lw=1, label="random policy, same protocol")
+  ax.set(xlabel="env steps", ylabel="test return (mean over the test games, epsilon 0)", title=title)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def plot_run(rows: list[dict], test_scores: list[float], random_score: float, uniform_entropy: float,
              title: str, path: str) -> None:
   """Six panels from metrics.jsonl (docs/metrics.md says how to read them): episode returns (training games,
@@ -71,6 +106,10 @@ def plot_run(rows: list[dict], test_scores: list[float], random_score: float, un
   ax.plot(steps, returns, "o", ms=4, label="training games (mean per logged call)")
   for i, score in enumerate(test_scores):
     ax.axhline(score, ls="--", color="C2", lw=1, label="final test score" if i == 0 else None)
+  tests = [r for r in rows if "test/episodes" in r]
+  if tests:
+    ax.plot([r["env_steps"] for r in tests], [r["test/return_mean"] for r in tests], "s-", ms=4, lw=1,
+            color="C2", label="interim tests (run.test_every)")
   ax.axhline(random_score, color="k", lw=1, label="random policy, same protocol")
   ax.set(xlabel="env steps", ylabel="episode return",
          xlim=(0, max([r["env_steps"] for r in rows if "env_steps" in r] or [1])))
@@ -117,9 +156,13 @@ def main(argv):
   lines = ["| game | seed | env steps | test games | score (95% CI) | random, same protocol (95% CI) | "
            "score - random (95% CI) | beats random | policy entropy at the end / uniform (bits) |",
            "|---|---|---|---|---|---|---|---|---|"]
+  runs = []
   for workdir in _RUNS.value:
     config, results, rows = read_run(workdir)
+    runs.append((config, results, rows))
     game = config["game"]
+    # The pixel baseline's runs of the same game and seeds go beside JEDI's: <game>_diamond_seed_<s>.
+    name = game if config["wm"]["kind"] == "jedi" else f"{game}_{config['wm']['kind']}"
     with open(os.path.join(_RANDOM.value, f"{game}.json")) as f:
       rand = json.load(f)
     rand_returns = [r for rs in rand["episode_returns_per_seed"].values() for r in rs]
@@ -133,18 +176,27 @@ def main(argv):
       d_lo, d_hi = metrics.mean_ci(ret, _NUM_BOOTSTRAP.value, seed=2, y=rand_returns)
       diff = np.mean(ret) - np.mean(rand_returns)
       verdict = "yes" if d_lo > 0 else ("no (worse)" if d_hi < 0 else "no (CI spans 0)")
-      lines.append(f"| {game} | {res['seed']} | {res['env_steps']} | {len(ret)} | {np.mean(ret):.2f} "
+      lines.append(f"| {name} | {res['seed']} | {res['env_steps']} | {len(ret)} | {np.mean(ret):.2f} "
                    f"({lo:.2f}, {hi:.2f}) | {np.mean(rand_returns):.2f} ({r_lo:.2f}, {r_hi:.2f}) | "
                    f"{diff:+.2f} ({d_lo:+.2f}, {d_hi:+.2f}) | {verdict} | {entropy_cell} |")
-      seed_dir = os.path.join(_OUT.value, "runs", f"{game}_seed_{res['seed']}")
+      seed_dir = os.path.join(_OUT.value, "runs", f"{name}_seed_{res['seed']}")
       os.makedirs(seed_dir, exist_ok=True)
       with open(os.path.join(seed_dir, "results.json"), "w") as f:
         json.dump(res, f, indent=1)
 
     seeds = "_".join(str(r["seed"]) for r in results)
-    title = f"{game}, preset {config['preset']}, seed(s) {seeds.replace('_', ', ')}"
+    title = f"{game}, preset {config['preset']}, {config['wm']['kind']}, seed(s) {seeds.replace('_', ', ')}"
     plot_run(rows, [r["score"] for r in results], float(np.mean(rand_returns)), uniform, title,
-             os.path.join(_OUT.value, f"{game}_seed_{seeds}_curve.png"))
+             os.path.join(_OUT.value, f"{name}_seed_{seeds}_curve.png"))
+  for game in sorted({config["game"] for config, _, _ in runs}):
+    of_game = [run for run in runs if run[0]["game"] == game]
+    if any("test/episodes" in r for _, _, rows in of_game for r in rows):
+      with open(os.path.join(_RANDOM.value, f"{game}.json")) as f:
+        rand = json.load(f)
+      random_score = float(np.mean([r for rs in rand["episode_returns_per_seed"].values() for r in rs]))
+      path = os.path.join(_OUT.value, f"{game}_test_curves.png")
+      plot_test_curves(of_game, random_score, f"{game}, preset {of_game[0][0]['preset']}", path)
+      print(f"wrote {path}")
   with open(os.path.join(_OUT.value, "learning.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))

@@ -162,6 +162,10 @@ def atari100k() -> ml_collections.ConfigDict:
   # project that also receives metrics.jsonl's rows ("" = off; jedi_jax/logs.py, the [wandb] extra).
   c.run.record_test_episodes = 0
   c.run.wandb_project = ""
+  # Also output only: every `test_every` epochs (0 = never) the agent plays the final test's games (same envs,
+  # seeds and epsilon; env.num_test_episodes games), logged as `test/return_mean` rows against env steps for
+  # learning curves (jedi_jax/loop.py). It reads the state and changes nothing: results do not depend on it.
+  c.run.test_every = 0
   # Mixed precision (jedi_jax/nets/precision.py): "bfloat16" runs the convolutions and matmuls of every network
   # in bf16 (float32 accumulation and outputs); params, optimiser states, losses and the replay stay float32.
   c.run.compute_dtype = "float32"
@@ -384,6 +388,7 @@ def validate(config) -> None:
        and min(c.replay.sample_weights) >= 0, "replay.sample_weights must be >= 0 and sum to 1"),
       (c.schedule.epochs_per_call >= 1, "schedule.epochs_per_call must be >= 1"),
       (c.run.checkpoint_every >= 1, "run.checkpoint_every must be >= 1"),
+      (c.run.get("test_every", 0) >= 0, "run.test_every must be >= 0 (0: no interim tests)"),
       (c.env.num_test_episodes >= 1 and c.env.num_test_envs >= 1, "env.num_test_episodes and env.num_test_envs must be >= 1"),
       (0.0 <= c.ac.epsilon_collect <= 1.0 and 0.0 <= c.ac.epsilon_test <= 1.0, "epsilons must lie in [0, 1]"),
       (c.ac.horizon >= 1, f"ac.horizon must be >= 1, got {c.ac.horizon}"),
@@ -439,7 +444,7 @@ def compute_dtype(config) -> str:
 
 # Fields that cannot change a run's results (resume is exact at any checkpoint interval): not hashed.
 UNHASHED_FIELDS = (("run", "checkpoint_every"), ("run", "checkpoints_to_keep"), ("run", "record_test_episodes"),
-                   ("run", "wandb_project"))
+                   ("run", "wandb_project"), ("run", "test_every"))
 # Fields that cannot change a run's results but were hashed when runs were recorded: hashed at that value
 # whatever they are. The env step paths give bit-identical steps (tests/test_envs.py), and every record
 # predating `env.step_path = "auto"` says "xla"; a run may so resume on another platform.

@@ -341,6 +341,19 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
                                                                group_step)
     seed0 = jax.tree.map(lambda x: x[0], states) if packed else parallel.local(states)
     done = recorder.record(metrics, seed0, plan, t0, programs, total_epochs, perf)
+    if schedule.is_interim_test(done, total_epochs, cfg.run.get("test_every", 0)):
+      t_test = time.time()
+      tested = _test_seeds(states, config, seeds, mesh, device)
+      means = [float(np.mean(returns)) for _, _, returns in tested]
+      row = {"test/return_mean": float(np.mean(means)), "test/episodes": len(tested[0][2]),
+             "env_steps": _first(states.env_steps), "perf/test_seconds": round(time.time() - t_test, 1)}
+      if packed:
+        row["test/return_mean_per_seed"] = means
+      else:
+        row["test/return_std"] = float(np.std(tested[0][2]))
+      logger.write(done, row)
+      log(f"interim test at epoch {done}: mean return {row['test/return_mean']:.2f} over "
+          f"{row['test/episodes']} games{' per seed' if packed else ''}")
     if schedule.is_checkpoint(done, total_epochs, cfg.run.checkpoint_every):
       checkpointer.save(done, states, dict(extra, env_state=env_state) if save_env else extra)
       log(f"checkpoint saved at epoch {done}")
@@ -355,10 +368,7 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
 
   # 5. Evaluation.
   all_results = []
-  for k, sd in enumerate(seeds):
-    state_k = jax.tree.map(lambda x: x[k], states) if packed else states
-    cfg_k = run_files.seed_config(config, sd) if packed else cfg
-    returns = evaluate_lib.evaluate(state_k, cfg_k, num_episodes=cfg.env.num_test_episodes)
+  for (state_k, cfg_k, returns), sd in zip(_test_seeds(states, config, seeds), seeds):
     results = run_files.results(cfg_k, state_k, returns)
     if packed:
       results["packed_seeds"] = seeds
@@ -374,6 +384,20 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
   logger.write(_first(states.epoch), row)
   logger.close()
   return states, all_results
+
+
+def _test_seeds(states, config, seeds: list[int], mesh=None, device=None) -> list[tuple]:
+  """[(state, config, test returns)] of each seed of `states` (stacked over seeds when there are several):
+  `env.num_test_episodes` games of the final test (`evaluate.evaluate`: its envs, seeds, keys and epsilon).
+  Reads the states only; a data-parallel state (`mesh`) is copied to `device` first."""
+  if mesh is not None:
+    states = jax.device_put(parallel.local(states), device)
+  out = []
+  for k, seed in enumerate(seeds):
+    state_k = jax.tree.map(lambda x: x[k], states) if len(seeds) > 1 else states
+    cfg_k = run_files.seed_config(config, seed) if len(seeds) > 1 else config_lib.freeze(config)
+    out.append((state_k, cfg_k, evaluate_lib.evaluate(state_k, cfg_k, num_episodes=cfg_k.env.num_test_episodes)))
+  return out
 
 
 def _data_parallel_epochs(state, env_state, plan, cfg, mesh, programs, group_step=None):

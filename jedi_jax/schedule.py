@@ -38,7 +38,8 @@ def total_epochs(num_epochs_collect: int, schedule) -> int:
 def epoch_plan(epoch: int, num_epochs_collect: int, total: int, cfg) -> tuple[int, int, int, int]:
   """(epochs, env steps per epoch, wm updates, ac updates) of the next call, starting after `epoch`.
 
-  Epoch 1 is DIAMOND's long first epoch; a call never crosses a checkpoint or the end of collection.
+  Epoch 1 is DIAMOND's long first epoch; a call never crosses a checkpoint, an interim test
+  (`run.test_every`) or the end of collection.
   """
   s = cfg.schedule
   if epoch == 0:
@@ -48,6 +49,9 @@ def epoch_plan(epoch: int, num_epochs_collect: int, total: int, cfg) -> tuple[in
   every = cfg.run.checkpoint_every
   next_ckpt = (epoch // every + 1) * every
   n = min(s.epochs_per_call, boundary - epoch, next_ckpt - epoch)
+  test_every = cfg.run.get("test_every", 0)
+  if test_every:
+    n = min(n, (epoch // test_every + 1) * test_every - epoch)
   return (n, s.steps_per_epoch if collecting else 0, s.wm_updates_per_epoch, s.ac_updates_per_epoch)
 
 
@@ -62,6 +66,12 @@ def update_counts(cfg, initial_steps: int | None = None) -> tuple[int, int]:
     n, _, w, a = epoch_plan(epoch, collect, total, cfg)
     wm, ac, epoch = wm + n * w, ac + n * a, epoch + n
   return wm, ac
+
+
+def is_interim_test(epoch: int, total: int, test_every: int) -> bool:
+  """An interim test follows every `test_every`-th epoch (0: none) but the last, which the final test
+  follows."""
+  return bool(test_every) and epoch % test_every == 0 and epoch < total
 
 
 def is_checkpoint(epoch: int, total: int, checkpoint_every: int) -> bool:

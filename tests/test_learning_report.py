@@ -26,3 +26,18 @@ def test_mean_ci_matches_the_normal_approximation_for_a_large_sample():
   lo, hi = metrics.mean_ci(x, num_reps=4000, seed=0)
   half = 1.96 * x.std() / np.sqrt(len(x))
   np.testing.assert_allclose([lo, hi], [x.mean() - half, x.mean() + half], atol=0.06)
+
+
+def test_test_curves_put_the_interim_tests_before_the_final_test():
+  from experiments import learning_report
+  rows = [{"epoch": 1, "env_steps": 100, "collect/game_return": -1.0},
+          {"epoch": 2, "env_steps": 200, "test/episodes": 10, "test/return_mean": -0.2},
+          {"epoch": 4, "env_steps": 400, "test/episodes": 10, "test/return_mean": 0.4},
+          {"epoch": 5, "test/return_mean": 0.9}]  # the final test's row
+  assert learning_report.test_curves(rows, [{"env_steps": 500, "score": 0.9}]) == [([200, 400, 500], [-0.2, 0.4, 0.9])]
+  packed = [dict(r, **{"test/return_mean_per_seed": [r["test/return_mean"] - 0.1, r["test/return_mean"] + 0.1]})
+            for r in rows[1:3]]
+  curves = learning_report.test_curves(packed, [{"env_steps": 500, "score": 0.7}, {"env_steps": 500, "score": 1.0}])
+  assert [c[0] for c in curves] == [[200, 400, 500]] * 2
+  np.testing.assert_allclose(curves[0][1], [-0.3, 0.3, 0.7])
+  np.testing.assert_allclose(curves[1][1], [-0.1, 0.5, 1.0])

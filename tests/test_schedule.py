@@ -107,3 +107,15 @@ def test_update_counts_of_a_whole_run(checkpoint_every, epochs_per_call):
   assert schedule.update_counts(cfg) == (s.wm_updates_first_epoch + 999 * 400, s.ac_updates_first_epoch + 999 * 400)
   assert schedule.update_counts(cfg, 10_000) == (s.wm_updates_first_epoch + 949 * 400,
                                                   s.ac_updates_first_epoch + 949 * 400)
+
+
+def test_calls_stop_at_interim_tests_which_skip_the_last_epoch():
+  c = config_lib.atari100k()
+  c.run.test_every = 25
+  cfg = config_lib.freeze(c)
+  calls = _walk(cfg, 950)
+  ends = {first + plan[0] for first, plan in calls}
+  assert set(range(25, 1001, 25)) <= ends  # a call ends at every test epoch
+  assert [e for e in range(1, 1001) if schedule.is_interim_test(e, 1000, 25)] == list(range(25, 1000, 25))
+  assert not any(schedule.is_interim_test(e, 1000, 0) for e in range(1, 1001))
+  assert schedule.update_counts(cfg) == schedule.update_counts(_cfg())  # the same epochs, grouped otherwise

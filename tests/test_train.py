@@ -26,6 +26,7 @@ import pytest
 
 from jedi_jax import checkpoint as ckpt_lib
 from jedi_jax import config as config_lib
+from jedi_jax import evaluate
 from jedi_jax import loop
 from jedi_jax import run_files
 from jedi_jax.logs import read_metrics
@@ -164,8 +165,9 @@ def test_results_do_not_depend_on_the_checkpoint_interval_or_a_kill(reference, t
   assert [l.split()[1] for l in _compiled_lines(killed_out)] == ["collect", "epochs"], killed_out
   assert not (workdir / "results.json").exists()
   assert ckpt_lib.Checkpointer(str(workdir)).epochs()[-1] == 4
-  # The same command, but a third checkpoint interval: the interval may change across a resume.
-  proc = _run_cli(*_tiny_flags(**{"run.checkpoint_every": 3}), f"--workdir={workdir}")
+  # The same command, but a third checkpoint interval and an interim test after epoch 5: both may change
+  # across a resume, and neither changes the results.
+  proc = _run_cli(*_tiny_flags(**{"run.checkpoint_every": 3, "run.test_every": 5}), f"--workdir={workdir}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "resuming from the checkpoint at epoch 4" in proc.stdout
   assert "nothing to re-step" in proc.stdout
@@ -177,8 +179,19 @@ def test_results_do_not_depend_on_the_checkpoint_interval_or_a_kill(reference, t
   # epochs in both runs logged the same row.
   rows, ref_rows = _untimed(read_metrics(str(workdir))), _untimed(read_metrics(str(ref_dir)))
   assert [r["epoch"] for r in rows if "wm/loss" in r] == [1, 2, 4, 5, 6]
+  interim = [r for r in rows if "test/episodes" in r]
+  rows = [r for r in rows if "test/episodes" not in r]
   same_calls = [r for r in rows if r["epoch"] in (1, 2, 5, 6)]
   assert same_calls == [r for r in ref_rows if r["epoch"] in (1, 2, 5, 6)]
+  # The interim test is the final test's protocol played by the state after epoch 5: the reference run's
+  # checkpoint at epoch 5, evaluated here, gives the same games' returns.
+  assert [(r["epoch"], r["test/episodes"]) for r in interim] == [(5, 2)] and "interim test at epoch 5" in proc.stdout
+  at_5 = tmp_path / "ref_at_5"
+  shutil.copytree(ref_dir, at_5, ignore=lambda d, names: ["6"] if d.endswith("checkpoints") else [])
+  cfg, state, epoch = run_files.load_run(str(at_5))
+  returns = evaluate.evaluate(state, cfg, cfg.env.num_test_episodes)
+  assert epoch == 5 and interim[0]["test/return_mean"] == pytest.approx(np.mean(returns))
+  assert interim[0]["test/return_std"] == pytest.approx(np.std(returns))
 
 
 def test_games_run_across_checkpoints_to_their_real_end(reference):
