@@ -220,7 +220,9 @@ class DataParallelEpoch:
     self.compile_seconds = 0.0
     t0 = time.time()
     small = state.replace(replay=None, wm_opt_state=None, ac_opt_state=None, env_state=None)
-    if not self.sharded:
+    if self.sharded:  # each device's envs on that device (a fresh or restored env state lives on device 0)
+      env_state = jax.device_put(env_state, NamedSharding(self.mesh, P(AXIS)))
+    else:
       small = jax.device_put(local(small), self.device0)
     if collect:
       small, env_state, rows, stats = self._call("collect_rows", small, env_state)

@@ -330,6 +330,29 @@ def test_data_parallel_on_4_fake_devices_and_its_resume(reference, tmp_path):
   assert _untimed(read_metrics(str(resumed))) == _untimed(rows)
 
 
+@pytest.mark.after_suite
+def test_data_parallel_with_each_device_stepping_its_own_envs(tmp_path):
+  """A pure-JAX env with 4 train envs on the 4 fake devices: collection runs inside shard_map, one env per
+  device (parallel.sharded_collect_rows), the env state moving from device 0 (fresh or restored) to the
+  mesh; the run resumed from its checkpoint at epoch 3 reproduces it exactly."""
+  steps = {"schedule.steps_per_epoch": 56, "schedule.total_env_steps": 336, "schedule.initial_min_steps": 56,
+           "schedule.initial_max_steps": 56}
+  config = tiny_config(**{**RUN, **steps, "env.num_envs": 4, "replay.capacity": 200, "parallel.num_devices": 4,
+                          "optim.batch_size": 4, "run.checkpoint_every": 3, "run.probe_batch_size": 0})
+  workdir, lines = tmp_path / "dp4", []
+  _, results = loop.run(config, str(workdir), log=lines.append)
+  assert "data-parallel collection: each of the 4 devices steps its own 1 envs (shard_map)" in lines, lines
+  assert results["env_steps"] == 336 and np.isfinite(results["score"])
+  _, state, _ = run_files.load_run(str(workdir))
+  assert (np.asarray(state.replay.episode_id)[:, :84] >= 0).any(axis=1).all()  # every env's rows were written
+  resumed = tmp_path / "dp4_resumed"
+  _resume_from_earlier_checkpoint(workdir, resumed, 3)
+  lines = []
+  loop.run(config, str(resumed), log=lines.append)
+  assert any("nothing to re-step" in l for l in lines), lines
+  assert _results(resumed) == _results(workdir)
+
+
 def _snapshot(path):
   return sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in Path(path).rglob("*"))
 
