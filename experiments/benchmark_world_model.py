@@ -6,9 +6,10 @@ For each model at the chosen preset's sizes (default: the paper's) it compiles f
   ac_update    `train.actor_critic_step` (sampling start segments, H-step imagination, loss, gradient, AdamW)
   sample_next  the 3-step Euler sampler of one imagination step
   imagine      the full H-step imagination (burn-in, then policy, sampler and reward/end per step)
-(on CPU also two extras for the printed table: the world-model gradient with a 1-step reward/end segment, the
-denoising part, and imagination with H = 1), reads XLA's cost analysis (FLOPs) and memory analysis of the
-compiled programs and, on the local CPU, times them (median over `repeats` calls after one warm-up call).
+(on a timed CPU run also two extras for the printed table, `--timed=...,extras`: the world-model gradient with a
+1-step reward/end segment, the denoising part, and imagination with H = 1), reads XLA's cost analysis (FLOPs)
+and memory analysis of the compiled programs and, on the local CPU, times them (median over `repeats` calls
+after one warm-up call).
 It prints the pixel / latent ratios and the three figures of the paper's claims (~3x faster sampling, ~2.5x
 faster training, ~43% less accelerator memory) as this repository states its targets (docs/benchmarks.md):
 the whole-update time ratio (wm_update + ac_update), the peak memory of the training programs (the larger of
@@ -150,8 +151,8 @@ def benchmark(kind: str, preset: str, batch_size: int, num_actions: int, repeats
               overrides: dict | None = None, timed: tuple = PROGRAMS, log=print) -> dict:
   """The figures of one model: the training steps of `jedi_jax.train` as the loop runs them (sampling from a
   full replay, gradient, AdamW), the sampler and imagination. On a TPU target compiled only; on the CPU the
-  programs of `timed` are timed (when `repeats` > 0), and then the table's extras (the denoising part,
-  imagination with H = 1) are compiled too."""
+  programs of `timed` are timed (when `repeats` > 0), and with "extras" in `timed` the table's extras (the
+  denoising part, imagination with H = 1) too."""
   config = model_config(kind, preset, batch_size, overrides)
   device = None if target == "cpu" else tpu_device(target)
   run = device is None and repeats > 0
@@ -175,7 +176,7 @@ def benchmark(kind: str, preset: str, batch_size: int, num_actions: int, repeats
     res["step_s"] = time_steps(res["compiled"], jax.tree.map(jnp.copy, state), reps(name))
     done(name, res)
   n, p = config.wm.num_cond, config.wm.num_predictions
-  extras = run  # on a CPU run, not in a compile-only one (the denoising part alone is a paper-size compile)
+  extras = run and "extras" in timed  # not in a compile-only run (the denoising part is a paper-size compile)
   if extras:
     # The world-model gradient with a 1-step reward/end segment: (almost) the denoising part alone.
     short = wm.WorldModelBatch(dynamics=random_segment(rng, batch_size, n + p, num_actions),
@@ -195,7 +196,7 @@ def benchmark(kind: str, preset: str, batch_size: int, num_actions: int, repeats
     rollout = lambda p, a, s, k, cfg_h=cfg_h: agent.imagine(p, a, s, k, cfg_h)  # noqa: E731
     res = analyse(rollout, params, ac_params, start, key, device=device)
     res["step_s"] = time_calls(lambda res=res: res["compiled"](params, ac_params, start, key),
-                               reps("imagine" if horizon == config.ac.horizon else "imagine_h1"))
+                               reps("imagine" if horizon == config.ac.horizon else "extras"))
     if horizon == config.ac.horizon:
       done("imagine", res)
     else:
@@ -242,7 +243,7 @@ def ratios(table: dict) -> dict:
 
 
 def run(preset: str, batch_size: int, num_actions: int, repeats: int, target: str = "cpu",
-        overrides: dict | None = None, json_path: str | None = None, timed: tuple = PROGRAMS + ("imagine_h1",)
+        overrides: dict | None = None, json_path: str | None = None, timed: tuple = PROGRAMS + ("extras",)
         ) -> dict:
   """Benchmarks both models, prints the side-by-side table and the ratios, writes `json_path`; returns the JSON."""
   overrides = dict(overrides or {})
@@ -311,8 +312,9 @@ def define_flags() -> None:
   flags.DEFINE_enum("target", "cpu", TARGETS, "cpu: compile and time here; a TPU chip: compile deviceless only.")
   flags.DEFINE_multi_string("set", [], "Config override for both models, FIELD=VALUE (JSON value): wm.remat=true.")
   flags.DEFINE_string("json", None, "Write the figures here (schema in experiments/benchmark_world_model.py).")
-  flags.DEFINE_list("timed", list(PROGRAMS) + ["imagine_h1"],
-                    "Programs to time with --repeats (the others are compiled only, seconds null).")
+  flags.DEFINE_list("timed", list(PROGRAMS) + ["extras"],
+                    "Programs to time with --repeats (the others are compiled only, seconds null); 'extras': "
+                    "also compile the table's denoising part and time imagination with H = 1.")
 
 
 def _define_flags() -> None:

@@ -475,7 +475,7 @@ def shared_dynamics_start(mask: jax.Array, length: int, key: jax.Array) -> jax.A
   over the windows of `length` steps whose last step is real, so that, like a separately drawn dynamics
   segment, a window holds padding only before the episode start and its last target is a real frame; step 0
   when no window ends on a real step (an episode that ends within the first `length` - 1 steps). -> [B] int32."""
-  valid = mask[:, length - 1:]                                     # [B, T - length + 1]: window s ends at s + length - 1
+  valid = mask[:, length - 1:]   # [B, T - length + 1]: window s ends at step s + length - 1
   valid = valid.at[:, 0].set(valid[:, 0] | ~valid.any(axis=1))
   return jax.random.categorical(key, jnp.where(valid, 0.0, -jnp.inf)).astype(jnp.int32)
 

@@ -53,3 +53,17 @@ def test_overrides_and_a_bad_target_are_one_line():
   proc = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--sections=world_model", "--target=tpu-v9"],
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0 and "--target" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.after_suite
+def test_tpu_target_compiles_deviceless_and_reports_memory(tmp_path):
+  """--target=tpu-v5e: every program compiled for one v5e chip on this CPU host, nothing timed."""
+  pytest.importorskip("libtpu")
+  path = tmp_path / "v5e.json"
+  bwm.run("debug", 2, 4, repeats=1, target="tpu-v5e", json_path=str(path),
+          overrides={k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()})
+  data = json.loads(path.read_text())
+  assert data["setup"]["target"] == "tpu-v5e" and data["ratios"]["whole_update_speedup"] is None
+  for kind in ("jedi", "diamond"):
+    for name, row in data[kind].items():
+      assert row["seconds"] is None and row["memory_bytes"] > 0, (kind, name)
