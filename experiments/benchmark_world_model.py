@@ -192,7 +192,9 @@ def benchmark(kind: str, preset: str, batch_size: int, num_actions: int, repeats
   done("sample_next", smp)
   horizons = (1, config.ac.horizon) if extras else (config.ac.horizon,)
   for horizon in horizons:
-    cfg_h = model_config(kind, preset, batch_size, overrides, **{"ac.horizon": horizon})
+    # (Imagination never reads wm.share_encoder_pass, which needs a reward/end segment longer than H = 1 gives.)
+    cfg_h = model_config(kind, preset, batch_size, overrides,
+                         **{"ac.horizon": horizon, "wm.share_encoder_pass": False})
     rollout = lambda p, a, s, k, cfg_h=cfg_h: agent.imagine(p, a, s, k, cfg_h)  # noqa: E731
     res = analyse(rollout, params, ac_params, start, key, device=device)
     res["step_s"] = time_calls(lambda res=res: res["compiled"](params, ac_params, start, key),
