@@ -279,8 +279,7 @@ def run(preset: str, batch_size: int, num_actions: int, repeats: int, target: st
 
 def print_ratios(r: dict, target: str) -> None:
   peak = r["training_peak_memory_bytes"]
-  print(f"
-training programs' peak memory ({target}): JEDI {peak['jedi'] / 2**30:.2f} GiB, DIAMOND "
+  print(f"\ntraining programs' peak memory ({target}): JEDI {peak['jedi'] / 2**30:.2f} GiB, DIAMOND "
         f"{peak['diamond'] / 2**30:.2f} GiB: JEDI / DIAMOND = {r['training_peak_memory_jedi_over_diamond']:.2f} "
         f"(target <= 0.57)")
   if r["whole_update_speedup"] is None:
