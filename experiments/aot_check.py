@@ -28,41 +28,18 @@ whole run uses the one-update programs and the schedule's update counts.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
 import time
 
-# Before JAX loads: the host is a CPU (JAX_PLATFORMS=cpu), libtpu must not look for a TPU VM's metadata server,
-# and another process of the venv may hold libtpu's lock file (libtpu then refuses to load).
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from experiments.tpu_targets import TARGETS, Target, tpu_devices  # noqa: E402,F401  (sets libtpu's variables first)
 from jedi_jax import config as config_lib  # noqa: E402
 
 
-@dataclasses.dataclass(frozen=True)
-class Target:
-  """A TPU chip: how to describe a 4-chip slice of it, and its published figures (cloud.google.com/tpu/docs/
-  v4, v5e, v5p, v6e: peak bf16 FLOP/s, HBM per chip, HBM bandwidth)."""
-  topology: str
-  chip_config: str
-  peak_flops: float
-  hbm_bytes: float
-  hbm_bytes_per_s: float
-
-
-TARGETS = {
-    "tpu-v4": Target("v4:2x2x1", "megacore", 275e12, 32 * 2**30, 1200e9),
-    "tpu-v5e": Target("v5e:2x2", "default", 197e12, 16 * 2**30, 819e9),
-    "tpu-v5p": Target("v5p:2x2x1", "megacore", 459e12, 95 * 2**30, 2765e9),
-    "tpu-v6e": Target("v6e:2x2", "default", 918e12, 32 * 2**30, 1638e9),
-}
 PROGRAMS = ("collect", "epochs", "restep", "evaluate", "wm_update", "ac_update", "dp_collect_rows", "dp_update")
 MESH_CHIPS = 4
 
@@ -76,14 +53,6 @@ _DTYPES = flags.DEFINE_list(
     "programs of a dtype other than float32 are named '<program>@<dtype>'.")
 _OVERRIDES = flags.DEFINE_multi_string("set", [], "Config overrides FIELD=VALUE (JSON values): optim.batch_size=16.")
 flags.mark_flag_as_required("json")
-
-
-def tpu_devices(target: Target) -> list:
-  """The devices of a 4-chip slice of `target`, to compile for (none needs to exist)."""
-  from jax.experimental import topologies
-  return topologies.get_topology_desc(
-      platform="tpu", topology_name=target.topology, chip_config_name=target.chip_config,
-      chips_per_host_bounds=(2, 2, 1), num_slices=1).devices
 
 
 def make_envs(cfg, platform: str) -> dict:

@@ -6,7 +6,10 @@ Sections (`--sections`, repeatable; default all four):
   world_model  `experiments/benchmark_world_model.py`: JEDI vs the DIAMOND pixel baseline at the preset's
                sizes: world-model update, `sample_next`, imagination H = 1 and H = 15, actor-critic update;
                FLOPs and memory of the compiled programs, compile and median step times, parameter counts,
-               peak device memory (GPU/TPU) or process RSS (CPU); pixel / latent ratios.
+               peak device memory (GPU/TPU) or process RSS (CPU); pixel / latent ratios, the whole-update
+               time ratio and the training programs' peak-memory ratio. `--json=PATH` writes the figures,
+               `--target=tpu-v5e` compiles for one TPU chip deviceless instead of running here, `--set=
+               FIELD=VALUE` overrides config fields for both models (`wm.remat=true`).
   loop         the real host loop (`jedi_jax.loop.run`) on the preset for a few 1-epoch calls after a short
                initial collection: env steps/s and updates/s per call, and the fraction of wall time spent
                inside compiled calls (the rest is the host: metrics transfer, logging, Python), compiles
@@ -17,6 +20,7 @@ Sections (`--sections`, repeatable; default all four):
 
   python -m experiments.benchmark                                   # everything, paper sizes
   python -m experiments.benchmark --sections=loop --loop_updates=4  # the loop on a CPU
+  python -m experiments.benchmark --sections=world_model --repeats=0 --target=tpu-v5e --json=/tmp/v5e.json
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import tempfile
 
 from absl import app
 from absl import flags
+
+from experiments import benchmark_world_model
 
 SECTIONS = ("world_model", "loop", "env", "probe")
 
@@ -103,6 +109,7 @@ def probe_benchmark(preset: str, num_actions: int, repeats: int) -> None:
         f"({100 * (med['with probe'] / med['without probe'] - 1):+.1f}%)")
 
 
+benchmark_world_model.define_flags()   # world_model section: --target, --set, --json
 _SECTIONS = flags.DEFINE_multi_enum("sections", list(SECTIONS), list(SECTIONS),
                                     "Sections to run (repeat the flag); default all.")
 _PRESET = flags.DEFINE_string("preset", "atari100k", "Preset whose sizes to measure.")
@@ -123,11 +130,13 @@ def main(argv):
   del argv
   sections = _SECTIONS.value
   import jax
-  from experiments import benchmark_world_model, env_benchmark
+  from experiments import env_benchmark
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), {jax.device_count()} device(s)")
   if "world_model" in sections:
     print("\n== world model: JEDI (latent) vs DIAMOND (pixel) ==", flush=True)
-    benchmark_world_model.run(_PRESET.value, _BATCH_SIZE.value, _NUM_ACTIONS.value, _REPEATS.value)
+    f = flags.FLAGS
+    benchmark_world_model.run(_PRESET.value, _BATCH_SIZE.value, _NUM_ACTIONS.value, _REPEATS.value, f.target,
+                              benchmark_world_model.parse_overrides(f.set), f.json, tuple(f.timed))
   if "loop" in sections:
     print("\n== whole training loop ==", flush=True)
     loop_benchmark(_PRESET.value, _GAME.value, _LOOP_EPOCHS.value, _LOOP_UPDATES.value, _LOOP_INITIAL_STEPS.value)

@@ -85,6 +85,15 @@ def atari100k() -> ml_collections.ConfigDict:
   c.wm.encoder_lr_scale = 0.3
   c.wm.random_switch_prob = 0.5       # p(own prediction) for the second prediction's newest latent
   c.wm.num_predictions = 2            # predictions per segment: segment length = num_cond + num_predictions
+  # Efficiency switches (docs/benchmarks.md, "Memory and the whole update"; ADDED_FIELDS):
+  # share_encoder_pass: take the dynamics window inside the reward/end segment, so that one encoder pass over
+  #   its frames serves both losses (20 frames per sample instead of 26) instead of drawing the two segments
+  #   separately as DIAMOND's trainer does (the sampled distribution differs; train.sample_world_model_batch).
+  # remat: rematerialise (jax.checkpoint) the convolutional networks of the world-model loss, the JEDI encoder,
+  #   the denoiser U-Net and the reward/end CNN alike in both models, keeping only each block's output for the
+  #   backward pass: less memory for more compute. Same values.
+  c.wm.share_encoder_pass = False
+  c.wm.remat = False
 
   # --- Diffusion sampler (DIAMOND trainer.yaml world_model_env.diffusion_sampler) -------------
   c.sampler = ml_collections.ConfigDict()
@@ -371,6 +380,15 @@ def validate(config) -> None:
        f"run.compute_dtype must be one of {', '.join(map(repr, COMPUTE_DTYPES))}, got {compute_dtype(c)!r}"),
       (c.wm.prediction_clamp in ("clip", "tanh", "none"),
        f"wm.prediction_clamp must be 'clip', 'tanh' or 'none', got {c.wm.prediction_clamp!r}"),
+      (isinstance(added_field(c, "wm", "share_encoder_pass"), bool),
+       f"wm.share_encoder_pass must be true or false, got {added_field(c, 'wm', 'share_encoder_pass')!r}"),
+      (isinstance(added_field(c, "wm", "remat"), bool),
+       f"wm.remat must be true or false, got {added_field(c, 'wm', 'remat')!r}"),
+      (not added_field(c, "wm", "share_encoder_pass")
+       or c.ac.horizon + c.wm.num_cond >= c.wm.num_cond + c.wm.num_predictions,
+       f"wm.share_encoder_pass needs a reward/end segment (ac.horizon + wm.num_cond = "
+       f"{c.ac.horizon + c.wm.num_cond} steps) at least as long as the dynamics one (wm.num_cond + "
+       f"wm.num_predictions = {c.wm.num_cond + c.wm.num_predictions})"),
       (c.sampler.order in (1, 2), f"sampler.order must be 1 (Euler) or 2 (Heun), got {c.sampler.order}"),
       (c.sampler.num_steps >= 1, f"sampler.num_steps must be >= 1, got {c.sampler.num_steps}"),
       (c.optim.batch_size >= 1, f"optim.batch_size must be >= 1, got {c.optim.batch_size}"),
@@ -439,7 +457,12 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 
 def compute_dtype(config) -> str:
   """`run.compute_dtype`; "float32" for a config saved before the field existed."""
-  return config.run.get("compute_dtype", "float32")
+  return added_field(config, "run", "compute_dtype")
+
+
+def added_field(config, section: str, field: str):
+  """A field of `ADDED_FIELDS`, or its old behaviour's value in a config saved before the field existed."""
+  return config[section].get(field, ADDED_FIELDS[(section, field)])
 
 
 # Fields that cannot change a run's results (resume is exact at any checkpoint interval): not hashed.
@@ -451,7 +474,7 @@ UNHASHED_FIELDS = (("run", "checkpoint_every"), ("run", "checkpoints_to_keep"), 
 CANONICAL_FIELDS = {("env", "step_path"): "xla"}
 # Fields added after runs were recorded, with the value that reproduces those runs: left out of the hash at
 # that value, so that the records keep their hash and their workdirs still resume.
-ADDED_FIELDS = {("run", "compute_dtype"): "float32"}
+ADDED_FIELDS = {("run", "compute_dtype"): "float32", ("wm", "share_encoder_pass"): False, ("wm", "remat"): False}
 
 
 def results_fields(config) -> dict:

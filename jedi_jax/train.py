@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from jedi_jax import agent
+from jedi_jax import config as config_lib
 from jedi_jax import replay as replay_lib
 from jedi_jax import world_model
 from jedi_jax.types import PyTree
@@ -232,17 +233,24 @@ def collect(state: TrainState, num_steps, epsilon: float, env_step: EnvStepFn, c
 
 def sample_world_model_batch(replay: replay_lib.ReplayState, key: jax.Array, batch_size: int, config
                              ) -> world_model.WorldModelBatch:
-  """The two segment batches of one world-model update (layout: `jedi_jax.world_model`)."""
+  """The two segment batches of one world-model update (layout: `jedi_jax.world_model`).
+
+  As DIAMOND's trainer, the dynamics and the reward/end segments are drawn independently; with
+  `wm.share_encoder_pass` only the reward/end segment is drawn and the dynamics window is taken inside it
+  (`world_model.shared_dynamics_start`): the two losses then see the same episodes and overlapping steps of
+  each sample (docs/benchmarks.md, "Sharing one encoder pass").
+  """
   k_dyn, k_rew = jax.random.split(key)
   weights = tuple(config.replay.sample_weights)
-  return world_model.WorldModelBatch(
-      dynamics=replay_lib.sample_segments(
-          replay, k_dyn, batch_size, config.wm.num_cond + config.wm.num_predictions,
-          weights=weights, pad_after_end=False),
-      rew_end=replay_lib.sample_segments(
-          replay, k_rew, batch_size, config.ac.horizon + config.wm.num_cond,
-          weights=weights, pad_after_end=True),
-  )
+  t_dyn = config.wm.num_cond + config.wm.num_predictions
+  rew_end = replay_lib.sample_segments(replay, k_rew, batch_size, config.ac.horizon + config.wm.num_cond,
+                                       weights=weights, pad_after_end=True)
+  if config_lib.added_field(config, "wm", "share_encoder_pass"):
+    start = world_model.shared_dynamics_start(rew_end.mask, t_dyn, k_dyn)
+    return world_model.WorldModelBatch(dynamics=world_model.segment_window(rew_end, start, t_dyn),
+                                       rew_end=rew_end, dynamics_start=start)
+  dynamics = replay_lib.sample_segments(replay, k_dyn, batch_size, t_dyn, weights=weights, pad_after_end=False)
+  return world_model.WorldModelBatch(dynamics=dynamics, rew_end=rew_end)
 
 
 def sample_imagination_starts(replay: replay_lib.ReplayState, key: jax.Array, batch_size: int, config

@@ -18,6 +18,8 @@ frames normalise to 0 as DIAMOND pads.
   * rew_end (T = horizon + num_cond): step t is the transition (obs[t], act[t], obs[t+1]) with targets
     sign(rew[t]) and end[t], masked by mask[t]; the LSTM runs over the T steps from a zero state.
 All frames of both segments go through the encoder in one call, once per loss evaluation (docs/benchmarks.md).
+With `wm.share_encoder_pass` the dynamics window is a window of the reward/end segment (`WorldModelBatch.
+dynamics_start`, `shared_dynamics_start`) and only the reward/end segment's frames are encoded.
 
 Sizes at the atari100k preset, 18 actions (tests/test_world_model.py prints them): JEDI encoder 155,008,
 latent denoiser 5,949,392 (`wm.latent_denoiser_depths = (2,)`), reward/end 5,880,352; with a ~2M latent
@@ -131,9 +133,18 @@ def _num_actions(params, part: str = "denoiser") -> int:
   return params[part]["act_emb"]["embedding"].shape[0]
 
 
+def _apply(config, net, variables, *args, method=None):
+  """`net.apply(variables, *args, method=method)`, rematerialised block by block when `wm.remat`: only the
+  blocks' outputs are kept for the backward pass, the rest is recomputed there (blocks.remat_policy)."""
+  fn = lambda variables, *args: net.apply(variables, *args, method=method)  # noqa: E731
+  if config_lib.added_field(config, "wm", "remat"):
+    fn = jax.checkpoint(fn, policy=blocks.remat_policy())
+  return fn(variables, *args)
+
+
 def _encode_latent(params, x: jax.Array, config) -> jax.Array:
   """Frames [N, 64, 64, 3] in [-1, 1] -> latents E_phi(x) [N, *S], clamped by C when wm.latent_clamp."""
-  z = _encoder_net(config).apply({"params": params["encoder"]}, x)
+  z = _apply(config, _encoder_net(config), {"params": params["encoder"]}, x)
   return clamp_latent(z) if config.wm.latent_clamp else z
 
 
@@ -283,8 +294,8 @@ def denoise(params, noisy: jax.Array, sigma: jax.Array, cond: jax.Array, cond_ac
   c_in, c_out, c_skip, c_noise = diffusion.edm_scalings(sigma, wm.sigma_data, wm.sigma_offset_noise)
   net = _denoiser_net(config, _num_actions(params))
   # DIAMOND feeds the conditioning states divided by sigma_data, not scaled by c_in.
-  out = net.apply({"params": params["denoiser"]}, noisy * c_in[:, None, None, None], c_noise,
-                  cond / wm.sigma_data, cond_actions)
+  out = _apply(config, net, {"params": params["denoiser"]}, noisy * c_in[:, None, None, None], c_noise,
+               cond / wm.sigma_data, cond_actions)
   denoised = c_skip[:, None, None, None] * noisy + c_out[:, None, None, None] * out
   return out, finalize_denoised(denoised, config)
 
@@ -334,7 +345,7 @@ def rew_end_sequence(params, lstm_state, states: jax.Array, actions: jax.Array, 
   net = _rew_end_net(config, _num_actions(params, "rew_end"))
   variables = {"params": params["rew_end"]}
   flat = lambda x: x.reshape((b * t,) + x.shape[2:])
-  feats = net.apply(variables, flat(states[:, :-1]), flat(actions), flat(states[:, 1:]), method="features")
+  feats = _apply(config, net, variables, flat(states[:, :-1]), flat(actions), flat(states[:, 1:]), method="features")
   gates = net.apply(variables, feats, method="input_gates")
   gates = jnp.swapaxes(gates.reshape(b, t, -1), 0, 1)   # [T, B, 4H]
 
@@ -446,6 +457,27 @@ class WorldModelBatch(NamedTuple):
   """The two replay segment batches of one world-model update (layout in this module's docstring)."""
   dynamics: Segment  # T = num_cond + num_predictions steps, padding only before the episode start
   rew_end: Segment   # T = ac.horizon + num_cond steps, padding before the start and after the end
+  # [B] int32 or None. Set (wm.share_encoder_pass): `dynamics` is the window of `rew_end` that starts at this
+  # step (`segment_window`), and one encoder pass over rew_end's frames serves both losses.
+  dynamics_start: jax.Array | None = None
+
+
+def segment_window(segment: Segment, start: jax.Array, length: int) -> Segment:
+  """Steps start[b] .. start[b] + length - 1 of each row of `segment` (frames up to start[b] + length)."""
+  def rows(x, n):
+    return jax.vmap(lambda row, s: jax.lax.dynamic_slice_in_dim(row, s, n, axis=0))(x, start)
+  return Segment(obs=rows(segment.obs, length + 1), act=rows(segment.act, length), rew=rows(segment.rew, length),
+                 end=rows(segment.end, length), trunc=rows(segment.trunc, length), mask=rows(segment.mask, length))
+
+
+def shared_dynamics_start(mask: jax.Array, length: int, key: jax.Array) -> jax.Array:
+  """Where the dynamics window of `wm.share_encoder_pass` starts in a reward/end segment (mask [B, T]): uniform
+  over the windows of `length` steps whose last step is real, so that, like a separately drawn dynamics
+  segment, a window holds padding only before the episode start and its last target is a real frame; step 0
+  when no window ends on a real step (an episode that ends within the first `length` - 1 steps). -> [B] int32."""
+  valid = mask[:, length - 1:]   # [B, T - length + 1]: window s ends at step s + length - 1
+  valid = valid.at[:, 0].set(valid[:, 0] | ~valid.any(axis=1))
+  return jax.random.categorical(key, jnp.where(valid, 0.0, -jnp.inf)).astype(jnp.int32)
 
 
 def world_model_loss(params, batch: WorldModelBatch, key: jax.Array, config):
@@ -471,15 +503,20 @@ def world_model_loss(params, batch: WorldModelBatch, key: jax.Array, config):
   offset = t_dyn + 1 - (n + p)
   assert offset >= 0, f"dynamics segment of {t_dyn} steps is too short for {n} + {p}"
 
-  # Encode every frame of both segments in a single encoder call.
-  dyn_obs = dyn.obs[:, offset:]
   dyn_frame_mask = dyn.frame_mask[:, offset:]
-  obs = jnp.concatenate([dyn_obs.reshape((-1,) + FRAME_SHAPE), rew.obs.reshape((-1,) + FRAME_SHAPE)])
-  frame_mask = jnp.concatenate([dyn_frame_mask.reshape(-1), rew.frame_mask.reshape(-1)])
-  states = encode(params, obs, config, frame_mask)
-  s = states.shape[1:]
-  dyn_states = states[:b * (n + p)].reshape((b, n + p) + s)
-  rew_states = states[b * (n + p):].reshape((b, t_rew + 1) + s)
+  if batch.dynamics_start is None:
+    # Encode every frame of both segments in a single encoder call.
+    obs = jnp.concatenate([dyn.obs[:, offset:].reshape((-1,) + FRAME_SHAPE), rew.obs.reshape((-1,) + FRAME_SHAPE)])
+    frame_mask = jnp.concatenate([dyn_frame_mask.reshape(-1), rew.frame_mask.reshape(-1)])
+    states = encode(params, obs, config, frame_mask)
+    s = states.shape[1:]
+    dyn_states = states[:b * (n + p)].reshape((b, n + p) + s)
+    rew_states = states[b * (n + p):].reshape((b, t_rew + 1) + s)
+  else:
+    # The dynamics window lies inside the reward/end segment: one encoder pass over its frames serves both.
+    rew_states = encode(params, rew.obs, config, rew.frame_mask)
+    dyn_states = jax.vmap(lambda row, s: jax.lax.dynamic_slice_in_dim(row, s, n + p, axis=0))(
+        rew_states, batch.dynamics_start + offset)
 
   k_dyn = jax.random.fold_in(key, 0)
   loss_dyn, metrics = dynamics_loss(params, dyn_states, dyn.act[:, offset:offset + n + p - 1],

@@ -191,7 +191,7 @@ def test_masked_steps_are_excluded_from_every_loss():
     return seg._replace(obs=jnp.asarray(obs), rew=jnp.where(seg.mask, seg.rew, 5.0),
                         end=jnp.where(seg.mask, seg.end, True))
 
-  changed = wm.WorldModelBatch(*(garbage(seg) for seg in batch))
+  changed = wm.WorldModelBatch(garbage(batch.dynamics), garbage(batch.rew_end))
   after = loss(changed)
   for name in ("loss_denoising", "loss_rew", "loss_end"):
     assert float(after[name]) == pytest.approx(float(base[name]), rel=1e-6), name
@@ -412,3 +412,82 @@ def test_pixel_denoiser_overfits_fixed_batch():
   first, final = _overfit(config, states, steps=40)
   print(f"\npixel denoiser: loss {first:.4f} -> {final:.4f}")
   assert final < first / 4
+
+
+# ------------------------------------------------------------------------------------------------------
+# Efficiency switches: one encoder pass for both losses (wm.share_encoder_pass), rematerialisation (wm.remat)
+# ------------------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _loss_and_grads(config):
+  return jax.jit(lambda params, batch, key: jax.value_and_grad(wm.world_model_loss, has_aux=True)(
+      params, batch, key, config))
+
+
+def _assert_trees_close(a, b, rtol=1e-3):
+  """Leaf by leaf, within `rtol` of the leaf's largest magnitude: float32 sums of many terms (a bias gradient
+  sums over every pixel of the batch) come out ~1e-4 apart when XLA fuses and orders them differently."""
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+    x, y = np.asarray(x), np.asarray(y)
+    np.testing.assert_allclose(x, y, rtol=0, atol=rtol * max(float(np.abs(y).max()), 1e-6), err_msg=str(path))
+
+
+def test_shared_encoder_pass_equals_separate_passes_on_the_same_window():
+  """A dynamics window taken inside the reward/end segment (one encoder pass) gives the losses and gradients of
+  the same window encoded separately."""
+  config = wm_config("jedi")
+  n, p = config.wm.num_cond, config.wm.num_predictions
+  params = _move_zero_init(wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0)))
+  rew_end = make_segment(np.random.default_rng(3), 2, n + p + 3, pad_before=2, pad_after=2)
+  start = wm.shared_dynamics_start(rew_end.mask, n + p, jax.random.PRNGKey(4))
+  np.testing.assert_array_equal(np.asarray(rew_end.mask)[np.arange(2), np.asarray(start) + n + p - 1], True)
+  dynamics = wm.segment_window(rew_end, start, n + p)
+  fn = _loss_and_grads(config)
+  key = jax.random.PRNGKey(5)
+  (loss_sep, m_sep), g_sep = fn(params, wm.WorldModelBatch(dynamics, rew_end), key)
+  (loss_shared, m_shared), g_shared = fn(params, wm.WorldModelBatch(dynamics, rew_end, start), key)
+  for name in ("loss_denoising", "loss_rew", "loss_end", "latent_std"):
+    assert float(m_shared[name]) == pytest.approx(float(m_sep[name]), rel=1e-5), name
+  assert float(loss_shared) == pytest.approx(float(loss_sep), rel=1e-5)
+  _assert_trees_close(g_shared, g_sep)
+
+
+def test_shared_dynamics_start_ends_windows_on_real_steps():
+  """Uniform over the windows whose last step is real; step 0 when there is none."""
+  mask = jnp.asarray([[0, 0, 0, 0, 0, 0, 1, 1, 0, 0],     # steps 6, 7 real: windows 1, 2 of length 6 end there
+                      [1, 1, 1, 0, 0, 0, 0, 0, 0, 0],     # no window ends on a real step: 0
+                      [1] * 10], bool)
+  starts = np.asarray(jax.vmap(lambda k: wm.shared_dynamics_start(mask, 6, k))(
+      jax.random.split(jax.random.PRNGKey(0), 2000)))
+  assert set(starts[:, 0]) == {1, 2} and abs(np.mean(starts[:, 0] == 1) - 0.5) < 0.05
+  assert set(starts[:, 1]) == {0}
+  assert set(starts[:, 2]) == {0, 1, 2, 3, 4}
+
+
+@pytest.mark.parametrize("kind", ["jedi", "diamond"])
+def test_remat_gives_the_same_loss_and_gradients(kind):
+  base = wm_config(kind)
+  remat = wm_config(kind, **{"wm.remat": True})
+  params = _move_zero_init(wm.init_world_model(base, NUM_ACTIONS, jax.random.PRNGKey(0)))
+  batch = make_batch(base)
+  key = jax.random.PRNGKey(2)
+  # The rematerialised loss does carry checkpoints (one per network application); the plain one none.
+  count = lambda c: str(jax.make_jaxpr(lambda prm: wm.world_model_loss(prm, batch, key, c))(params)).count(" remat")
+  assert count(base) == 0 and count(remat) >= 3
+  (loss, metrics), grads = _loss_and_grads(base)(params, batch, key)
+  (loss_r, metrics_r), grads_r = _loss_and_grads(remat)(params, batch, key)
+  assert float(loss_r) == pytest.approx(float(loss), rel=1e-5)
+  _assert_trees_close(grads_r, grads)
+
+
+def test_efficiency_switch_errors_are_one_line():
+  c = config_lib.get_config("debug")
+  c.wm.share_encoder_pass = True
+  c.ac.horizon = 1                    # reward/end segment 5 steps < dynamics 6
+  with pytest.raises(ValueError, match=r"^wm.share_encoder_pass needs a reward/end segment \(ac.horizon \+ "
+                     r"wm.num_cond = 5 steps\) at least as long as the dynamics one .* = 6\)$"):
+    config_lib.validate(c)
+  d = config_lib.to_dict(config_lib.get_config("debug"))
+  d["wm"]["remat"] = "yes"
+  with pytest.raises(ValueError, match=r"^wm.remat must be true or false, got 'yes'$"):
+    config_lib.validate(config_lib.ml_collections.ConfigDict(d))

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
+from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 import numpy as np
 
@@ -35,6 +36,19 @@ torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unif
 zeros_init = nn.initializers.zeros
 # PyTorch's nn.Embedding: N(0, 1) (Flax's default scales by 1 / sqrt(num_embeddings)).
 embed_init = nn.initializers.normal(stddev=1.0)
+
+# Name of the residual blocks' outputs (and of the down/upsampling convs'): what a rematerialised network
+# keeps for its backward pass (`wm.remat`, `remat_policy`); a no-op otherwise.
+BLOCK_OUTPUT = "block_output"
+
+
+def block_output(x: jax.Array) -> jax.Array:
+  return checkpoint_name(x, BLOCK_OUTPUT)
+
+
+def remat_policy():
+  """jax.checkpoint policy of `wm.remat`: save the block outputs, recompute everything inside a block."""
+  return jax.checkpoint_policies.save_only_these_names(BLOCK_OUTPUT)
 
 
 def num_groups(channels: int) -> int:
@@ -137,9 +151,9 @@ class Downsample(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                   kernel_init=nn.initializers.orthogonal(), name="conv",
-                   conv_general_dilated=precision.conv_hook(self.dtype))(x)
+    return block_output(nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                                kernel_init=nn.initializers.orthogonal(), name="conv",
+                                conv_general_dilated=precision.conv_hook(self.dtype))(x))
 
 
 class Upsample(nn.Module):
@@ -149,7 +163,7 @@ class Upsample(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-    return Conv3x3(x.shape[-1], name="conv", dtype=self.dtype)(x)
+    return block_output(Conv3x3(x.shape[-1], name="conv", dtype=self.dtype)(x))
 
 
 class SmallResBlock(nn.Module):
@@ -184,7 +198,7 @@ class ResBlock(nn.Module):
     x = x + r
     if self.attn:
       x = SelfAttention2d(name="attn", dtype=dt)(x)
-    return x
+    return block_output(x)
 
 
 class PlainResBlock(nn.Module):
@@ -201,7 +215,7 @@ class PlainResBlock(nn.Module):
     r = x if x.shape[-1] == self.out_channels else Conv1x1(self.out_channels, name="proj", dtype=dt)(x)
     x = Conv3x3(self.out_channels, name="conv1", dtype=dt)(nn.silu(GroupNorm(name="norm1")(x)))
     x = Conv3x3(self.out_channels, zero_init=True, name="conv2", dtype=dt)(nn.silu(GroupNorm(name="norm2")(x)))
-    return x + r
+    return block_output(x + r)
 
 
 class ResBlocks(nn.Module):
