@@ -56,18 +56,6 @@ def _series(rows: list[dict], x: str, y: str) -> tuple[list, list]:
   return ([a for a, _ in pts], [b for _, b in pts]) if pts else ([], [])
 
 
-def test_curves(rows: list[dict], results: list[dict]) -> list[tuple[list, list]]:
-  """Per seed, (env steps, test return): the interim tests of `run.test_every` (mean over their games), then
-  the final test."""
-  tests = [r for r in rows if "test/episodes" in r]
-  curves = []
-  for k, res in enumerate(results):
-    means = [r["test/return_mean_per_seed"][k] if "test/return_mean_per_seed" in r else r["test/return_mean"]
-             for r in tests]
-    curves.append(([r["env_steps"] for r in tests] + [res["env_steps"]], means + [res["score"]]))
-  return curves
-
-
 def plot_test_curves(runs: list[tuple[dict, list[dict], list[dict]]], random_score: float, title: str,
                      path: str) -> None:
   """Test return against env steps, one line per seed of every run (colour: world-model kind)."""
@@ -80,7 +68,7 @@ def plot_test_curves(runs: list[tuple[dict, list[dict], list[dict]]], random_sco
   seeds = {kind: sum(len(results) for config, results, _ in runs if config["wm"]["kind"] == kind) for kind in kinds}
   for config, results, rows in runs:
     kind = config["wm"]["kind"]
-    for steps, returns in test_curves(rows, results):
+    for steps, returns in logs.interim_test_curves(rows, results):
       ax.plot(steps, returns, "o-", ms=3, lw=1, alpha=0.8, color=f"C{kinds.index(kind)}",
               label=f"{kind} ({seeds.pop(kind)} seeds)" if kind in seeds else None)
   ax.axhline(random_score, color="k", lw=1, label="random policy, same protocol")

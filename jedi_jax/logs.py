@@ -101,6 +101,18 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def interim_test_curves(rows: list[dict], results: list[dict]) -> list[tuple[list, list]]:
+  """Per seed, (env steps, test return) from a run's `metrics.jsonl` rows and its per-seed results.json
+  dicts: the interim tests of `run.test_every` (mean over their games), then the final test."""
+  tests = [r for r in rows if "test/episodes" in r]
+  curves = []
+  for k, res in enumerate(results):
+    means = [r["test/return_mean_per_seed"][k] if "test/return_mean_per_seed" in r else r["test/return_mean"]
+             for r in tests]
+    curves.append(([r["env_steps"] for r in tests] + [res["env_steps"]], means + [res["score"]]))
+  return curves
+
+
 def compiled_costs(compiled) -> dict[str, float]:
   """FLOPs, bytes accessed and memory (bytes) of an XLA-compiled program, from `cost_analysis` /
   `memory_analysis`. XLA counts the body of a loop whose trip count it cannot see once."""

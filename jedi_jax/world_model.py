@@ -136,7 +136,8 @@ def _num_actions(params, part: str = "denoiser") -> int:
 def _apply(config, net, variables, *args, method=None):
   """`net.apply(variables, *args, method=method)`, rematerialised block by block when `wm.remat`: only the
   blocks' outputs are kept for the backward pass, the rest is recomputed there (blocks.remat_policy)."""
-  fn = lambda variables, *args: net.apply(variables, *args, method=method)  # noqa: E731
+  kwargs = {} if method is None else {"method": method}
+  fn = lambda variables, *args: net.apply(variables, *args, **kwargs)  # noqa: E731
   if config_lib.added_field(config, "wm", "remat"):
     fn = jax.checkpoint(fn, policy=blocks.remat_policy())
   return fn(variables, *args)

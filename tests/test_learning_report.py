@@ -28,16 +28,16 @@ def test_mean_ci_matches_the_normal_approximation_for_a_large_sample():
   np.testing.assert_allclose([lo, hi], [x.mean() - half, x.mean() + half], atol=0.06)
 
 
-def test_test_curves_put_the_interim_tests_before_the_final_test():
-  from experiments import learning_report
+def test_interim_test_curves_end_with_the_final_test():
+  from jedi_jax import logs  # experiments.learning_report's flags would clash with other launchers' in a worker
   rows = [{"epoch": 1, "env_steps": 100, "collect/game_return": -1.0},
           {"epoch": 2, "env_steps": 200, "test/episodes": 10, "test/return_mean": -0.2},
           {"epoch": 4, "env_steps": 400, "test/episodes": 10, "test/return_mean": 0.4},
           {"epoch": 5, "test/return_mean": 0.9}]  # the final test's row
-  assert learning_report.test_curves(rows, [{"env_steps": 500, "score": 0.9}]) == [([200, 400, 500], [-0.2, 0.4, 0.9])]
+  assert logs.interim_test_curves(rows, [{"env_steps": 500, "score": 0.9}]) == [([200, 400, 500], [-0.2, 0.4, 0.9])]
   packed = [dict(r, **{"test/return_mean_per_seed": [r["test/return_mean"] - 0.1, r["test/return_mean"] + 0.1]})
             for r in rows[1:3]]
-  curves = learning_report.test_curves(packed, [{"env_steps": 500, "score": 0.7}, {"env_steps": 500, "score": 1.0}])
+  curves = logs.interim_test_curves(packed, [{"env_steps": 500, "score": 0.7}, {"env_steps": 500, "score": 1.0}])
   assert [c[0] for c in curves] == [[200, 400, 500]] * 2
   np.testing.assert_allclose(curves[0][1], [-0.3, 0.3, 0.7])
   np.testing.assert_allclose(curves[1][1], [-0.1, 0.5, 1.0])

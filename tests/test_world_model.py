@@ -432,6 +432,8 @@ def _assert_trees_close(a, b, rtol=1e-3):
     np.testing.assert_allclose(x, y, rtol=0, atol=rtol * max(float(np.abs(y).max()), 1e-6), err_msg=str(path))
 
 
+@pytest.mark.xfail(strict=True, reason="known defect, open: the losses agree (rel 1e-5) but the encoder's "
+                   "gradients differ by up to 4% (a stage-0 bias, 2.8e-4 absolute); wm.share_encoder_pass stays off")
 def test_shared_encoder_pass_equals_separate_passes_on_the_same_window():
   """A dynamics window taken inside the reward/end segment (one encoder pass) gives the losses and gradients of
   the same window encoded separately."""
