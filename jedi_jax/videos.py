@@ -130,3 +130,48 @@ def record_test_videos(config, workdir: str, states, num_seeds: int, log=print) 
     paths = save_test_episodes(episodes, directory)
     logs.log_media({f"test/episodes_seed_{seed}" if num_seeds > 1 else "test/episodes": paths})
     log(f"{'seed %d: ' % seed if num_seeds > 1 else ''}wrote {len(paths)} test episode video(s) to {directory}")
+
+
+def write_imagination_strip(workdir: str, out: str, *, num_seeds: int = 1, seed_index: int = 0,
+                            decoder_steps: int = 3000, batch_size: int = 32, horizon: int = 15, examples: int = 2,
+                            seed: int = 0, wandb_project: str | None = None, log=print) -> tuple[str, str]:
+  """The picture of a run's imagination (`experiments/imagination_strip.py`): loads the newest checkpoint in
+  `workdir`, imagines `horizon` steps open loop from real starts of its replay with the recorded actions
+  (`decoder.open_loop_frames`) and writes `out`.png (three rows per example: real frames / their latents,
+  viewed / imagined states, viewed; enlarged 2x) and `out`.gif (real | imagined | |error|, `error_grid`).
+  When `wandb_project` (default: the run's `run.wandb_project`; "" for none) is set, both go into the run's
+  own W&B run as `imagination/open_loop` and `imagination/strip`. Returns the two paths."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from jedi_jax import config as config_lib, decoder, logs, run_files  # pylint: disable=g-import-not-at-top
+
+  cfg, state, epoch = run_files.load_run(workdir, num_seeds)
+  if num_seeds > 1:
+    state = jax.tree.map(lambda x: x[seed_index], state)
+  log(f"{cfg.game} ({cfg.wm.kind}): checkpoint at epoch {epoch}, {int(state.env_steps)} env steps")
+  frames = decoder.open_loop_frames(state.wm_params, state.replay, jax.random.PRNGKey(seed), cfg, horizon=horizon,
+                                    examples=examples, decoder_steps=decoder_steps, batch_size=batch_size, log=log)
+  real, recon, dream = (np.asarray(frames[k]) for k in ("real", "recon", "dream"))
+  err_recon = np.abs(recon.astype(float) - real).mean()
+  err_dream = np.abs(dream.astype(float) - real).mean(axis=(0, 2, 3, 4))
+  log(f"mean abs pixel error: reconstruction {err_recon:.1f}; imagined step 1 {err_dream[0]:.1f}, "
+      f"step {len(err_dream)} {err_dream[-1]:.1f} (of 255)")
+
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  rows = [r for e in range(len(real)) for r in (real[e], recon[e], dream[e])]
+  strip = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
+  png, gif = out + ".png", out + ".gif"
+  Image.fromarray(strip).resize((strip.shape[1] * 2, strip.shape[0] * 2), Image.NEAREST).save(png)
+  write_gif(gif, error_grid(real, dream), fps=4, scale=3)
+  log(f"wrote {png} (rows per example: real / encoded / imagined, viewed) and {gif} "
+      "(real | imagined | |error|, one frame per step)")
+
+  project = cfg.run.wandb_project if wandb_project is None else wandb_project
+  if project:
+    run = logs.start_wandb(project, workdir, config_lib.to_dict(cfg))
+    try:
+      logs.log_media({"imagination/open_loop": gif, "imagination/strip": png})
+    finally:
+      run.finish()
+    log(f"sent both to W&B project {project} (the run's id: {os.path.join(workdir, logs.WANDB_ID_FILE)})")
+  return png, gif

@@ -103,6 +103,7 @@ def frozen_tiny_config(**overrides):
 LONG_FIRST = (
     "test_learning.py::test_a_short_catch_run_clearly_beats_the_random_policy",
     "test_train.py::test_results_do_not_depend_on_the_checkpoint_interval_or_a_kill",
+    "test_benchmark.py::test_json_schema_and_printed_ratios",
     "test_train.py::test_packed_seeds_resume_exactly_and_match_single_runs",
     "test_world_model.py::test_pixel_denoiser_overfits_fixed_batch",
     "test_parallel.py::test_sharded_actor_critic_step_equals_single_device_reference",

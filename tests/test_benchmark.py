@@ -20,6 +20,7 @@ TINY = {**PATCH_ENCODER, **NARROW_WM, **FEWEST_STEPS, "wm.encoder_channels": (4,
 SCHEMA_KEYS = {"memory_bytes", "gflop", "compile_seconds", "seconds"}
 
 
+@pytest.mark.after_suite
 def test_json_schema_and_printed_ratios(tmp_path, capsys):
   path = tmp_path / "b.json"
   out = bwm.run("debug", 2, 4, repeats=1, overrides={k: list(v) if isinstance(v, tuple) else v

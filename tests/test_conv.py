@@ -124,7 +124,7 @@ def test_flax_hook_leaves_dilated_and_grouped_convolutions_to_xla():
   assert "custom_vjp_call" in str(routed)
 
 
-@pytest.mark.parametrize("kind", ["jedi", "diamond"])
+@pytest.mark.parametrize("kind", ["jedi", pytest.param("diamond", marks=pytest.mark.after_suite)])
 def test_every_conv_of_the_world_model_takes_the_rewritten_gradient(kind):
   """No kernel gradient of the world-model loss is XLA's convolution (slow inside the epoch's loop on CPU):
   a conv layer without the `conv_general_dilated` hook would show up here."""

@@ -20,6 +20,7 @@ def _setup():
   return cfg, wm_params, obs
 
 
+@pytest.mark.after_suite
 def test_decoder_gradient_never_reaches_the_world_model_and_it_learns():
   cfg, wm_params, obs = _setup()
   frames = obs[:1, 0]

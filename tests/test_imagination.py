@@ -179,7 +179,7 @@ def test_policy_recomputation_matches_imagination():
 # --- With the real world model (debug config) -----------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["jedi", "diamond"])
+@pytest.mark.parametrize("kind", ["jedi", pytest.param("diamond", marks=pytest.mark.after_suite)])
 def test_imagine_with_real_world_model(kind):
   """imagine + loss on the real debug-size world model: shapes, and no gradient into the world model."""
   world_model = pytest.importorskip("jedi_jax.world_model")

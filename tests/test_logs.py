@@ -135,17 +135,16 @@ def test_missing_wandb_is_one_clear_error(tmp_path):
 
 @pytest.mark.after_suite
 def test_imagination_strip_writes_its_grid_and_sends_it_to_the_runs_wandb_run(reference, offline):  # noqa: F811
-  """experiments/imagination_strip.py on the Catch reference run (JEDI, a viewing decoder of 0 steps): the PNG
-  strip (3 rows of `horizon` frames per example, enlarged 2x), the GIF grid (one frame per imagined step), and
-  both in the run's W&B run, which a second call continues (same id)."""
+  """videos.write_imagination_strip (experiments/imagination_strip.py) on the Catch reference run (JEDI, a
+  viewing decoder of 0 steps): the PNG strip (3 rows of `horizon` frames per example, enlarged 2x), the GIF
+  grid (one frame per imagined step), and both in the run's W&B run, which a second call continues (same id)."""
   from PIL import Image
-  from experiments import imagination_strip
   workdir = offline / "run"
   shutil.copytree(reference[0], workdir)
   lines, horizon = [], 3
-  write = lambda: imagination_strip.write_strip(str(workdir), str(offline / "out" / "strip"), decoder_steps=0,
-                                                horizon=horizon, examples=1, wandb_project="jedi-test",
-                                                log=lines.append)
+  write = lambda: videos.write_imagination_strip(str(workdir), str(offline / "out" / "strip"), decoder_steps=0,
+                                                 horizon=horizon, examples=1, wandb_project="jedi-test",
+                                                 log=lines.append)
   png, gif = write()
   assert Image.open(png).size == (2 * horizon * 64, 2 * 3 * 64)
   with Image.open(gif) as g:

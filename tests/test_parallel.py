@@ -46,6 +46,7 @@ def _reference_local_grads(local_fn, num_shards: int):
   return wrapped
 
 
+@pytest.mark.after_suite
 def test_sharded_actor_critic_step_equals_single_device_reference():
   """Two full actor-critic update steps (sampling, imagination, gradient, AdamW) on the mesh equal the
   single-device reference. (The world-model step goes through the same wrapper; its gradient is checked

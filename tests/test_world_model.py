@@ -388,6 +388,7 @@ def _overfit_config(kind):
 
 
 @pytest.mark.slow
+@pytest.mark.after_suite
 def test_latent_denoiser_overfits_fixed_batch():
   config = _overfit_config("jedi")
   # Latents that drift one cell right per step: the next one is predictable from the past ones.
@@ -432,6 +433,7 @@ def _assert_trees_close(a, b, rtol=1e-3):
     np.testing.assert_allclose(x, y, rtol=0, atol=rtol * max(float(np.abs(y).max()), 1e-6), err_msg=str(path))
 
 
+@pytest.mark.after_suite
 @pytest.mark.xfail(strict=True, reason="known defect, open: the losses agree (rel 1e-5) but the encoder's "
                    "gradients differ by up to 4% (a stage-0 bias, 2.8e-4 absolute); wm.share_encoder_pass stays off")
 def test_shared_encoder_pass_equals_separate_passes_on_the_same_window():
@@ -466,6 +468,7 @@ def test_shared_dynamics_start_ends_windows_on_real_steps():
   assert set(starts[:, 2]) == {0, 1, 2, 3, 4}
 
 
+@pytest.mark.after_suite
 @pytest.mark.parametrize("kind", ["jedi", "diamond"])
 def test_remat_gives_the_same_loss_and_gradients(kind):
   base = wm_config(kind)
