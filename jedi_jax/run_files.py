@@ -56,8 +56,9 @@ def write_results(workdir: str, results: dict) -> None:
 
 
 def drop_metrics_after(workdir: str, epoch: int) -> None:
-  """Drops the `metrics.jsonl` rows of epochs after `epoch` (and a line cut by a kill): a resumed run
-  writes them again."""
+  """Drops the `metrics.jsonl` rows of epochs after `epoch`, the final test's row (a finished run that is
+  rerun tests again) and a line cut by a kill: a resumed run writes them again. The interim tests of
+  `run.test_every` up to `epoch` stay (rows with `test/episodes`; the final test's row has none)."""
   path = os.path.join(workdir, logs.METRICS_FILE)
   if not os.path.exists(path):
     return
@@ -69,7 +70,8 @@ def drop_metrics_after(workdir: str, epoch: int) -> None:
       row = json.loads(line)
     except json.JSONDecodeError:
       continue
-    if row.get("epoch", 0) <= epoch and not any(k.startswith("test/") for k in row):
+    final_test = any(k.startswith("test/") for k in row) and "test/episodes" not in row
+    if row.get("epoch", 0) <= epoch and not final_test:
       keep.append(line if line.endswith("\n") else line + "\n")
   if keep != lines:
     tmp = path + ".tmp"

@@ -158,3 +158,21 @@ def test_imagination_strip_writes_its_grid_and_sends_it_to_the_runs_wandb_run(re
   write()
   assert (workdir / logs.WANDB_ID_FILE).read_text().strip() == run_id
   assert len(glob.glob(f"{workdir}/wandb/offline-run-*-{run_id}")) == 2
+
+
+def test_a_resume_keeps_the_interim_tests_before_its_checkpoint(tmp_path):
+  """run_files.drop_metrics_after on resuming from epoch 2: the rows of epochs 1-2 stay, the interim test of
+  epoch 2 included (the resumed run will not play it again); later rows, the final test's row and a line cut
+  by a kill go. logs.interim_test_curves then reads the kept tests."""
+  from jedi_jax import run_files
+  rows = [{"epoch": 1, "wm/loss": 1.0}, {"epoch": 1, "test/return_mean": -0.6, "test/episodes": 3, "env_steps": 10},
+          {"epoch": 2, "wm/loss": 0.5}, {"epoch": 2, "test/return_mean": 0.1, "test/episodes": 3, "env_steps": 20},
+          {"epoch": 3, "wm/loss": 0.2}, {"epoch": 3, "test/return_mean": 0.9, "test/return_std": 0.1}]
+  path = tmp_path / logs.METRICS_FILE
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"epoch": 4, "wm/lo')
+  run_files.drop_metrics_after(str(tmp_path), 3)      # a finished run rerun: its final test is played again
+  assert logs.read_metrics(str(tmp_path)) == rows[:5]
+  run_files.drop_metrics_after(str(tmp_path), 2)
+  assert logs.read_metrics(str(tmp_path)) == rows[:4]
+  curves = logs.interim_test_curves(logs.read_metrics(str(tmp_path)), [{"env_steps": 30, "score": 0.9}])
+  assert curves == [([10, 20, 30], [-0.6, 0.1, 0.9])]
