@@ -279,8 +279,9 @@ class UNet(nn.Module):
 LSTMState = tuple  # (h [B, H], c [B, H])
 
 
-def lstm_zero_state(batch_size: int, features: int, dtype=jnp.float32) -> LSTMState:
-  """Zero (h, c) for an LSTMCell of `features` units."""
+def lstm_zero_state(batch_size: int, features: int, dtype=None) -> LSTMState:
+  """Zero (h, c) for an LSTMCell of `features` units; `dtype` None: JAX's default float (float32, or float64
+  under `jax.enable_x64`, as the float64 gradient checks of tests/test_world_model.py use)."""
   z = jnp.zeros((batch_size, features), dtype)
   return (z, z)
 
