@@ -36,7 +36,7 @@ import time
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from experiments.tpu_targets import TARGETS, Target, tpu_devices  # noqa: E402,F401  (sets libtpu's variables first)
+from experiments.tpu_targets import TARGETS, Target, tpu_devices  # noqa: E402  (sets libtpu's variables first)
 from jedi_jax import config as config_lib  # noqa: E402
 
 
