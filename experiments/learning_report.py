@@ -56,6 +56,10 @@ def _series(rows: list[dict], x: str, y: str) -> tuple[list, list]:
   return ([a for a, _ in pts], [b for _, b in pts]) if pts else ([], [])
 
 
+def _seeds_label(kind: str, n: int) -> str:
+  return f"{kind} ({n} seed{'s' if n != 1 else ''})"
+
+
 def plot_test_curves(runs: list[tuple[dict, list[dict], list[dict]]], random_score: float, title: str,
                      path: str) -> None:
   """Test return against env steps, one line per seed of every run (colour: world-model kind)."""
@@ -70,7 +74,7 @@ def plot_test_curves(runs: list[tuple[dict, list[dict], list[dict]]], random_sco
     kind = config["wm"]["kind"]
     for steps, returns in logs.interim_test_curves(rows, results):
       ax.plot(steps, returns, "o-", ms=3, lw=1, alpha=0.8, color=f"C{kinds.index(kind)}",
-              label=f"{kind} ({seeds.pop(kind)} seeds)" if kind in seeds else None)
+              label=_seeds_label(kind, seeds.pop(kind)) if kind in seeds else None)
   ax.axhline(random_score, color="k", lw=1, label="random policy, same protocol")
   ax.set(xlabel="env steps", ylabel="test return (mean over the test games, epsilon 0)", title=title)
   ax.legend(fontsize=8)
