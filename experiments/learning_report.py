@@ -98,7 +98,7 @@ def plot_run(rows: list[dict], test_scores: list[float], random_score: float, un
   ax.plot(steps, returns, "o", ms=4, label="training games (mean per logged call)")
   for i, score in enumerate(test_scores):
     ax.axhline(score, ls="--", color="C2", lw=1, label="final test score" if i == 0 else None)
-  tests = [r for r in rows if "test/episodes" in r]
+  tests = [r for r in rows if logs.is_interim_test(r)]
   if tests:
     ax.plot([r["env_steps"] for r in tests], [r["test/return_mean"] for r in tests], "s-", ms=4, lw=1,
             color="C2", label="interim tests (run.test_every)")
@@ -182,7 +182,7 @@ def main(argv):
              os.path.join(_OUT.value, f"{name}_seed_{seeds}_curve.png"))
   for game in sorted({config["game"] for config, _, _ in runs}):
     of_game = [run for run in runs if run[0]["game"] == game]
-    if any("test/episodes" in r for _, _, rows in of_game for r in rows):
+    if any(logs.is_interim_test(r) for _, _, rows in of_game for r in rows):
       with open(os.path.join(_RANDOM.value, f"{game}.json")) as f:
         rand = json.load(f)
       random_score = float(np.mean([r for rs in rand["episode_returns_per_seed"].values() for r in rs]))

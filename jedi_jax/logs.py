@@ -101,10 +101,16 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def is_interim_test(row: dict) -> bool:
+  """A `metrics.jsonl` row of an interim test (`run.test_every`): it has `test/episodes`, which the final
+  test's row (`test/return_mean`, `perf/train_seconds`) does not."""
+  return "test/episodes" in row
+
+
 def interim_test_curves(rows: list[dict], results: list[dict]) -> list[tuple[list, list]]:
   """Per seed, (env steps, test return) from a run's `metrics.jsonl` rows and its per-seed results.json
   dicts: the interim tests of `run.test_every` (mean over their games), then the final test."""
-  tests = [r for r in rows if "test/episodes" in r]
+  tests = [r for r in rows if is_interim_test(r)]
   curves = []
   for k, res in enumerate(results):
     means = [r["test/return_mean_per_seed"][k] if "test/return_mean_per_seed" in r else r["test/return_mean"]

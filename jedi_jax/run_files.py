@@ -58,7 +58,7 @@ def write_results(workdir: str, results: dict) -> None:
 def drop_metrics_after(workdir: str, epoch: int) -> None:
   """Drops the `metrics.jsonl` rows of epochs after `epoch`, the final test's row (a finished run that is
   rerun tests again) and a line cut by a kill: a resumed run writes them again. The interim tests of
-  `run.test_every` up to `epoch` stay (rows with `test/episodes`; the final test's row has none)."""
+  `run.test_every` up to `epoch` stay (`logs.is_interim_test`)."""
   path = os.path.join(workdir, logs.METRICS_FILE)
   if not os.path.exists(path):
     return
@@ -70,7 +70,7 @@ def drop_metrics_after(workdir: str, epoch: int) -> None:
       row = json.loads(line)
     except json.JSONDecodeError:
       continue
-    final_test = any(k.startswith("test/") for k in row) and "test/episodes" not in row
+    final_test = any(k.startswith("test/") for k in row) and not logs.is_interim_test(row)
     if row.get("epoch", 0) <= epoch and not final_test:
       keep.append(line if line.endswith("\n") else line + "\n")
   if keep != lines:
