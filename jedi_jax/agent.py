@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jedi_jax import config as config_lib
 from jedi_jax import optim
 from jedi_jax.imagination import (Trajectory, WorldModelFns, default_world_model, imagine, log_prob_and_entropy,
                                   policy_over_trajectory, where_batch)
@@ -102,9 +103,10 @@ def actor_critic_loss_fn(ac_params, wm_params, start: Segment, key: jax.Array, c
 
 def actor_critic_optimizer(config) -> optax.GradientTransformation:
   """Grad-norm clip, then AdamW with a linear warm-up from 0 (DIAMOND `get_lr_sched`) and constant lr after
-  (`jedi_jax.optim`)."""
+  (`jedi_jax.optim`); the lr is optim.lr x ac.lr_scale."""
   o = config.optim
-  return optim.adamw_group(optim.warmup_schedule(o.lr, o.warmup_steps), max_grad_norm=o.max_grad_norm_other,
+  lr = o.lr * config_lib.added_field(config, "ac", "lr_scale")
+  return optim.adamw_group(optim.warmup_schedule(lr, o.warmup_steps), max_grad_norm=o.max_grad_norm_other,
                            weight_decay=o.weight_decay_ac, eps=o.eps)
 
 

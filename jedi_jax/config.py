@@ -121,6 +121,9 @@ def atari100k() -> ml_collections.ConfigDict:
   c.ac.lam = 0.95
   c.ac.value_weight = 1.0
   c.ac.entropy_weight = 0.001
+  # The actor-critic's learning rate is optim.lr x lr_scale (DIAMOND: one lr, 1e-4, for every network). The
+  # Catch testbed raises optim.lr for the reward head and keeps the actor-critic lower (config.catch).
+  c.ac.lr_scale = 1.0
   c.ac.epsilon_collect = 0.01
   c.ac.epsilon_test = 0.0
 
@@ -393,6 +396,7 @@ def validate(config) -> None:
       (c.sampler.num_steps >= 1, f"sampler.num_steps must be >= 1, got {c.sampler.num_steps}"),
       (c.optim.batch_size >= 1, f"optim.batch_size must be >= 1, got {c.optim.batch_size}"),
       (c.optim.lr > 0, f"optim.lr must be > 0, got {c.optim.lr}"),
+      (added_field(c, "ac", "lr_scale") > 0, f"ac.lr_scale must be > 0, got {added_field(c, 'ac', 'lr_scale')}"),
       (c.env.num_envs >= 1, f"env.num_envs must be >= 1, got {c.env.num_envs}"),
       (c.schedule.steps_per_epoch % c.env.num_envs == 0,
        f"schedule.steps_per_epoch ({c.schedule.steps_per_epoch}) must be a multiple of env.num_envs ({c.env.num_envs})"),
@@ -474,7 +478,8 @@ UNHASHED_FIELDS = (("run", "checkpoint_every"), ("run", "checkpoints_to_keep"), 
 CANONICAL_FIELDS = {("env", "step_path"): "xla"}
 # Fields added after runs were recorded, with the value that reproduces those runs: left out of the hash at
 # that value, so that the records keep their hash and their workdirs still resume.
-ADDED_FIELDS = {("run", "compute_dtype"): "float32", ("wm", "share_encoder_pass"): False, ("wm", "remat"): False}
+ADDED_FIELDS = {("run", "compute_dtype"): "float32", ("wm", "share_encoder_pass"): False, ("wm", "remat"): False,
+                ("ac", "lr_scale"): 1.0}
 
 
 def results_fields(config) -> dict:

@@ -172,6 +172,25 @@ def test_optimizer_warms_up_from_zero_and_skips_decay_of_biases():
   assert not mask["lstm"]["ih"]["bias"] and not mask["blocks_0"]["norm"]["norm"]["scale"]
 
 
+def test_optimizer_lr_is_optim_lr_times_ac_lr_scale():
+  """ac.lr_scale multiplies the actor-critic's lr (the world model keeps optim.lr); 0 or less is refused."""
+  c = config_lib.debug()
+  c.ac.lr_scale = 0.25
+  config = config_lib.freeze(c)
+  tx = agent.actor_critic_optimizer(config)
+  params = _ac_params(config)
+  grads = jax.tree.map(jnp.ones_like, params)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  _, state = update(grads, state, params)
+  updates, _ = update(grads, state, params)
+  lr1 = 0.25 * config.optim.lr / config.optim.warmup_steps
+  np.testing.assert_allclose(updates["actor_linear"]["bias"], -lr1, rtol=1e-3)
+  c.ac.lr_scale = 0.0
+  with pytest.raises(ValueError, match=r"^ac.lr_scale must be > 0, got 0.0$"):
+    config_lib.validate(c)
+
+
 # --- Network -----------------------------------------------------------------------------------------
 
 def test_network_init_follows_diamond():
