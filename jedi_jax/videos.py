@@ -128,7 +128,7 @@ def record_test_videos(config, workdir: str, states, num_seeds: int, log=print) 
     directory = os.path.join(workdir, f"seed_{seed}" if num_seeds > 1 else "", "videos")
     episodes = evaluate.record_test_episodes(state, cfg, config.run.record_test_episodes)
     paths = save_test_episodes(episodes, directory)
-    logs.log_media({f"test/episodes_seed_{seed}" if num_seeds > 1 else "test/episodes": paths})
+    logs.log_media({f"test/videos_seed_{seed}" if num_seeds > 1 else "test/videos": paths})
     log(f"{'seed %d: ' % seed if num_seeds > 1 else ''}wrote {len(paths)} test episode video(s) to {directory}")
 
 

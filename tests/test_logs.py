@@ -85,7 +85,7 @@ def test_metrics_rows_are_mirrored_to_wandb_offline(offline):
     logger.write(epoch, scalars)
   frames = np.zeros((3, 8, 8, 3), np.uint8)
   frames[1] = 255
-  logs.log_media({"test/episodes": [videos.write_gif(str(offline / "clip.gif"), frames)]})
+  logs.log_media({"test/videos": [videos.write_gif(str(offline / "clip.gif"), frames)]})
   run_dir = run.dir.rsplit("/files", 1)[0]
   run.finish()
   logger.close()
@@ -96,13 +96,13 @@ def test_metrics_rows_are_mirrored_to_wandb_offline(offline):
   logged = [{k: v for k, v in h.items() if not k.startswith("_")} for h in history]
   # The same numeric scalars as metrics.jsonl (lists and booleans stay in the JSONL file), step = epoch.
   # The video goes into the last row (W&B's current step): a GIF file in the run's media.
-  video = {k: logged[2].pop(k) for k in list(logged[2]) if k.startswith("test/episodes/")}
+  video = {k: logged[2].pop(k) for k in list(logged[2]) if k.startswith("test/videos/")}
   assert logged == [{"epoch": 1, "wm/loss": 0.5, "env_steps": 55, "collect/games_finished": 3},
                     {"epoch": 2, "wm/loss": 0.25, "env_steps": 110},
                     {"epoch": 6, "test/return_mean": -1.0}]
   assert [h["_step"] for h in history] == [1, 2, 6]
-  assert video["test/episodes/_type"] == "videos" and video["test/episodes/count"] == 1
-  assert video["test/episodes/videos"][0]["path"].endswith(".gif")
+  assert video["test/videos/_type"] == "videos" and video["test/videos/count"] == 1
+  assert video["test/videos/videos"][0]["path"].endswith(".gif")
 
 
 
