@@ -276,8 +276,8 @@ def catch() -> ml_collections.ConfigDict:
     * horizon 10 (a game lasts 9 steps) and batch 16;
     * entropy weight 0.01 instead of 0.001: the dynamics ignore the action for their first ~1,000 updates,
       and at 0.001 the policy often collapsed onto one action in that time and learnt late or not at all
-      (2 seeds of 6 below 0.8); at 0.01 seeds 0-2 recover once the dynamics follow the action (0.88-0.98),
-      seed 3 does not (0.06). 0.02 and 0.03 held seed 3's collapse off (0.90, 0.94) but left seed 0's final
+      (2 seeds of 6 below 0.8); at 0.01 seeds 0-2 and 4 recover once the dynamics follow the action
+      (0.88-1.00), seed 3 does not (0.06). 0.02 and 0.03 held seed 3's collapse off (0.90, 0.94) but left seed 0's final
       policy too random (0.38, 0.46). No weight tried reaches 0.8 for every seed (docs/results.md, "Catch");
     * 3k env steps: 1k random, then 20 epochs of 100 steps with 40 + 40 updates after a first epoch of
       800 + 200 (the reward head must be right before the policy can learn from it).
