@@ -6,7 +6,6 @@ import glob
 import json
 import os
 
-import ml_collections
 import pytest
 
 from jedi_jax import config as config_lib
@@ -15,9 +14,9 @@ ROOT = os.path.join(os.path.dirname(__file__), os.pardir, "results")
 
 
 def _records(preset):
+  """(path, results.json, config.json) of each committed run of `preset`."""
   paths = sorted(glob.glob(os.path.join(ROOT, preset, "runs", "*", "results.json")))
   return [(p, json.load(open(p)), json.load(open(os.path.join(os.path.dirname(p), "config.json")))) for p in paths]
-
 
 
 @pytest.mark.parametrize("preset", ["catch", "minatar"])
@@ -29,17 +28,9 @@ def test_committed_runs_match_the_preset(preset):
     c.seed = result["seed"]
     c.game = recorded["game"]
     c.wm.kind = recorded["wm"]["kind"]
-    want = json.loads(json.dumps(config_lib.results_fields(c)))
-    got = json.loads(json.dumps(config_lib.results_fields(ml_collections.ConfigDict(recorded))))
-    assert want == got, f"{path}: made with other settings than --preset={preset}: {_diff(want, got)}"
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-  out = []
-  for k in sorted(set(a) | set(b)):
-    x, y = a.get(k), b.get(k)
-    if isinstance(x, dict) and isinstance(y, dict):
-      out += _diff(x, y, f"{prefix}{k}.")
-    elif x != y:
-      out.append(f"{prefix}{k}: preset {x!r}, run {y!r}")
-  return out
+    # JSON round trip: tuples of the preset compare equal to the lists of config.json.
+    want = config_lib.dotted_fields(json.loads(json.dumps(config_lib.results_fields(config_lib.to_dict(c)))))
+    got = config_lib.dotted_fields(config_lib.results_fields(recorded))
+    diff = [f"{k}: preset {want.get(k)!r}, run {got.get(k)!r}" for k in sorted(set(want) | set(got))
+            if want.get(k) != got.get(k)]
+    assert not diff, f"{path}: made with other settings than --preset={preset}: {diff}"
