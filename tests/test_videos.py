@@ -8,6 +8,7 @@ import pytest
 
 from jedi_jax import config as config_lib
 from jedi_jax import evaluate
+from jedi_jax import logs
 from jedi_jax import videos
 
 
@@ -57,11 +58,15 @@ def test_record_videos_writes_each_seeds_episodes(monkeypatch, tmp_path):
     frames[:, 0, 0] = np.arange(4)[:, None]  # distinct frames (a GIF merges identical consecutive ones)
     return [{"frames": frames, "return": float(cfg.seed), "env": e, "index": e} for e in range(num)]
   monkeypatch.setattr(evaluate, "record_test_episodes", fake_record)
+  media = []
+  monkeypatch.setattr(logs, "log_media", lambda m: media.extend(m))
   config = config_lib.debug()
   config.seed, config.run.record_test_episodes = 5, 2
   videos.record_test_videos(config, str(tmp_path / "one"), {"w": np.int32(7)}, 1)
   videos.record_test_videos(config, str(tmp_path / "packed"), {"w": np.array([7, 8], np.int32)}, 2)
   assert calls == [(7, 5, 2), (7, 5, 2), (8, 6, 2)]
+  # W&B keys of their own: "test/episodes" is the interim test's scalar (a scalar and a media under one key clash).
+  assert media == ["test/videos", "test/videos_seed_5", "test/videos_seed_6"]
   for directory, seed in ((tmp_path / "one" / "videos", 5), (tmp_path / "packed" / "seed_5" / "videos", 5),
                           (tmp_path / "packed" / "seed_6" / "videos", 6)):
     index = json.loads((directory / videos.VIDEO_INDEX).read_text())
