@@ -9,6 +9,9 @@ Loss (DIAMOND src/models/actor_critic.py), over the H x B imagined steps, each t
   actions = -log pi(a_t | s_t) * stop_gradient(G_t - V(s_t))        REINFORCE with a value baseline
   values  = value_weight * (V(s_t) - G_t)^2
   entropy = -entropy_weight * H[pi(. | s_t)]
+
+The entropy weight is DIAMOND's constant by default; `ac.entropy_decay_updates > 0` anneals it linearly from
+`ac.entropy_weight` to `ac.entropy_weight_final` over that many actor-critic updates (`entropy_weight`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from jedi_jax.types import PyTree
 sg = jax.lax.stop_gradient
 
 __all__ = ["init_actor_critic", "ac_initial_state", "ac_step", "actor_critic_optimizer", "lambda_returns",
-           "actor_critic_loss", "actor_critic_loss_fn", "act", "imagine", "Trajectory", "WorldModelFns"]
+           "entropy_weight", "actor_critic_loss", "actor_critic_loss_fn", "act", "imagine", "Trajectory", "WorldModelFns"]
 
 
 def init_actor_critic(config, num_actions: int, key: jax.Array, wm: WorldModelFns | None = None) -> PyTree:
@@ -60,11 +63,31 @@ def lambda_returns(rewards: jax.Array, values: jax.Array, dones: jax.Array, gamm
   return returns
 
 
-def actor_critic_loss(ac_params, trajectory: Trajectory, config) -> tuple[jax.Array, dict]:
+def entropy_weight(config, ac_updates: jax.Array | int) -> jax.Array:
+  """The entropy weight of actor-critic update number `ac_updates` (from 0).
+
+  `ac.entropy_weight` while `ac.entropy_decay_updates` is 0 (DIAMOND: a constant 0.001); otherwise linear
+  from `ac.entropy_weight` at update 0 to `ac.entropy_weight_final` at update `ac.entropy_decay_updates`,
+  constant after. A high early weight keeps the policy from collapsing while the world model still ignores
+  the action; a low late one lets it become sharp (docs/results.md, "Catch").
+  """
+  ac = config.ac
+  start = jnp.float32(ac.entropy_weight)
+  decay = config_lib.added_field(config, "ac", "entropy_decay_updates")
+  if decay <= 0:
+    return start
+  final = jnp.float32(config_lib.added_field(config, "ac", "entropy_weight_final"))
+  frac = jnp.minimum(jnp.asarray(ac_updates, jnp.float32) / decay, 1.0)
+  return start + frac * (final - start)
+
+
+def actor_critic_loss(ac_params, trajectory: Trajectory, config, ac_updates: jax.Array | int = 0
+                      ) -> tuple[jax.Array, dict]:
   """DIAMOND's actor-critic loss on an imagined trajectory -> (loss, metrics).
 
   Logits and values are recomputed from `trajectory.states` (differentiable in ac_params; the rollout itself
   is data). The returns and the baseline in the advantage carry no gradient; the value regression does.
+  `ac_updates` (the number of actor-critic updates made so far) sets the entropy weight (`entropy_weight`).
   """
   ac = config.ac
   logits, values = policy_over_trajectory(ac_params, trajectory, config)   # [H + 1, B, A], [H + 1, B]
@@ -75,13 +98,15 @@ def actor_critic_loss(ac_params, trajectory: Trajectory, config) -> tuple[jax.Ar
 
   loss_actions = jnp.mean(-log_prob * sg(returns - values))
   loss_values = ac.value_weight * jnp.mean(jnp.square(values - returns))
-  loss_entropy = -ac.entropy_weight * entropy
+  weight = entropy_weight(config, ac_updates)
+  loss_entropy = -weight * entropy
   loss = loss_actions + loss_values + loss_entropy
   metrics = {
       "policy_entropy": entropy / math.log(2),   # bits, as DIAMOND logs it
       "loss_actions": loss_actions,
       "loss_values": loss_values,
       "loss_entropy": loss_entropy,
+      "entropy_weight": weight,
       "loss_total": loss,
       "imagined_reward": trajectory.rewards.mean(),
       # Compare with collect/reward_rate_{pos,neg}: an agent cannot learn from rewards it never imagines.
@@ -95,10 +120,11 @@ def actor_critic_loss(ac_params, trajectory: Trajectory, config) -> tuple[jax.Ar
 
 
 def actor_critic_loss_fn(ac_params, wm_params, start: Segment, key: jax.Array, config,
-                         wm: WorldModelFns | None = None) -> tuple[jax.Array, dict]:
+                         wm: WorldModelFns | None = None, ac_updates: jax.Array | int = 0
+                         ) -> tuple[jax.Array, dict]:
   """imagine + actor_critic_loss: differentiable in ac_params only (the world model is a constant)."""
   trajectory = imagine(wm_params, ac_params, start, key, config, wm)
-  return actor_critic_loss(ac_params, trajectory, config)
+  return actor_critic_loss(ac_params, trajectory, config, ac_updates)
 
 
 def actor_critic_optimizer(config) -> optax.GradientTransformation:

@@ -277,13 +277,14 @@ def world_model_local(wm_params: PyTree, replay: replay_lib.ReplayState, key: ja
   return world_model_grads(wm_params, batch, k_loss, config)
 
 
-def actor_critic_local(ac_params: PyTree, wm_params: PyTree, replay: replay_lib.ReplayState, key: jax.Array,
-                       batch_size: int, config) -> tuple[PyTree, dict]:
-  """Samples start segments, imagines, and returns the actor-critic gradient (per-device unit)."""
+def actor_critic_local(ac_params: PyTree, wm_params: PyTree, replay: replay_lib.ReplayState,
+                       ac_updates: jax.Array, key: jax.Array, batch_size: int, config) -> tuple[PyTree, dict]:
+  """Samples start segments, imagines, and returns the actor-critic gradient (per-device unit). `ac_updates`
+  (updates made so far) sets the entropy weight (`agent.entropy_weight`)."""
   k_batch, k_loss = jax.random.split(key)
   start = sample_imagination_starts(replay, k_batch, batch_size, config)
   (loss, metrics), grads = jax.value_and_grad(agent.actor_critic_loss_fn, has_aux=True)(
-      ac_params, wm_params, start, k_loss, config)
+      ac_params, wm_params, start, k_loss, config, None, ac_updates)
   return grads, dict(metrics, loss=loss)
 
 
@@ -311,7 +312,8 @@ def actor_critic_step(state: TrainState, config, local_fn: Callable = actor_crit
                       ) -> tuple[TrainState, dict]:
   """One actor-critic update in imagination, starting from real replay segments."""
   state, key = _next_key(state)
-  grads, metrics = local_fn(state.ac_params, state.wm_params, state.replay, key, config.optim.batch_size, config)
+  grads, metrics = local_fn(state.ac_params, state.wm_params, state.replay, state.ac_updates, key,
+                            config.optim.batch_size, config)
   params, opt_state, m = _apply(agent.actor_critic_optimizer(config), state.ac_params, state.ac_opt_state, grads)
   state = state.replace(ac_params=params, ac_opt_state=opt_state, ac_updates=state.ac_updates + 1)
   return state, dict(metrics, **m)

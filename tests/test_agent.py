@@ -268,3 +268,22 @@ def test_act_resets_the_lstm_where_an_episode_starts():
     np.testing.assert_allclose(got[1], kept[1], atol=1e-5)
     np.testing.assert_allclose(got[3], kept[3], atol=1e-5)
     assert not np.allclose(got[1], zero[1])
+
+
+def test_entropy_weight_schedule():
+  """Constant (DIAMOND) by default; with a decay, linear from entropy_weight to entropy_weight_final, then flat;
+  and the loss's entropy term uses the weight of the update it is given."""
+  c = ac_config(7)
+  assert float(agent.entropy_weight(c, 0)) == float(agent.entropy_weight(c, 10_000)) == pytest.approx(
+      c.ac.entropy_weight)
+  m = config_lib.to_config_dict(c)
+  m.ac.entropy_weight, m.ac.entropy_weight_final, m.ac.entropy_decay_updates = 0.03, 0.006, 400
+  d = config_lib.freeze(m)
+  got = [float(agent.entropy_weight(d, u)) for u in (0, 100, 200, 400, 1_000)]
+  np.testing.assert_allclose(got, [0.03, 0.024, 0.018, 0.006, 0.006], rtol=1e-6)
+  ac_params = _ac_params(d, random_heads=True)
+  traj = jax.jit(imagination.imagine, static_argnames=("config", "wm"))(
+      stub_params(end_logit=0.0), ac_params, make_start(jax.random.key(1), 3), jax.random.key(2), d, STUB_WM)
+  _, m100 = agent.actor_critic_loss(ac_params, traj, d, 100)
+  np.testing.assert_allclose(m100["loss_entropy"], -0.024 * np.mean(np.asarray(traj.entropies)), rtol=1e-4)
+  assert float(m100["entropy_weight"]) == pytest.approx(0.024)
