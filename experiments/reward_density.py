@@ -5,7 +5,7 @@ A world model can only learn to predict the rewards the replay holds, and the fi
 (`schedule.initial_steps`): a game whose random play is almost never rewarded leaves the reward model nothing
 to learn at first, and imagination then gives the policy no signal. For each game this steps the preset's
 training envs (life loss ends an episode, as in training) with uniform random actions and counts the steps
-with a positive and with a negative reward:
+with a positive and with a negative reward (`jedi_jax.diagnostics.random_reward_counts`):
 
   python -m experiments.reward_density --preset=atari_cpu --steps=2000 --json=results/atari_cpu/reward_density.json
 """
@@ -27,27 +27,10 @@ _SEED = flags.DEFINE_integer("seed", 0, "Env and action seed.")
 _JSON = flags.DEFINE_string("json", None, "Write {game: {steps, positive, negative, num_actions}} here.")
 
 
-def reward_counts(config, steps: int, seed: int) -> dict:
-  """Steps `config.game`'s training envs with uniform random actions for at least `steps` agent steps in
-  all; returns the counts of steps rewarded positively and negatively."""
-  import numpy as np
-  from jedi_jax import loop
-  env = loop.make_train_env(config)
-  rng = np.random.default_rng(seed)
-  env.reset()
-  positive = negative = done = 0
-  while done < steps:
-    _, reward, _, _, _ = env.step(rng.integers(0, env.num_actions, size=env.num_envs).astype(np.int32))
-    reward = np.asarray(reward)
-    positive += int(np.sum(reward > 0))
-    negative += int(np.sum(reward < 0))
-    done += env.num_envs
-  return {"steps": done, "positive": positive, "negative": negative, "num_actions": int(env.num_actions)}
-
-
 def main(argv):
   del argv
   from jedi_jax import config as config_lib
+  from jedi_jax import diagnostics
   from jedi_jax import envs
   games = _GAMES.value or list(envs.GAMES)
   backend = config_lib.get_config(_PRESET.value).env.backend
@@ -59,7 +42,7 @@ def main(argv):
     config = config_lib.get_config(_PRESET.value)
     config.game, config.seed = game, _SEED.value
     t0 = time.time()
-    table[game] = counts = reward_counts(config_lib.freeze(config), _STEPS.value, _SEED.value)
+    table[game] = counts = diagnostics.random_reward_counts(config_lib.freeze(config), _STEPS.value, _SEED.value)
     per_k = 1000 / counts["steps"]
     print(f"| {game} | {counts['num_actions']} | {(counts['positive'] + counts['negative']) * per_k:.1f} "
           f"({counts['positive'] * per_k:.1f} / {counts['negative'] * per_k:.1f}) |  ({time.time() - t0:.0f} s)")

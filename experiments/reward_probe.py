@@ -41,65 +41,12 @@ flags.mark_flags_as_required(["workdir"])
 SIGNS = {"neg": -1, "zero": 0, "pos": 1}
 
 
-def rewarded_rows(replay, num_cond: int, sign: int, max_rows: int, rng) -> list[tuple[int, int]]:
-  """Up to `max_rows` (env, absolute step) of replay transitions with sign(reward) == `sign` whose
-  `num_cond` - 1 steps before and the next frame belong to the same episode (drawn at random)."""
-  import numpy as np
-  rew, episode = np.asarray(replay.rew), np.asarray(replay.episode_id)
-  capacity, written = rew.shape[1], int(replay.t)
-  found = []
-  for e in range(rew.shape[0]):
-    for i in range(max(0, written - capacity) + num_cond - 1, written - 1):
-      ep = episode[e, i % capacity]
-      if (ep >= 0 and np.sign(rew[e, i % capacity]) == sign
-          and all(episode[e, j % capacity] == ep for j in range(i - num_cond + 1, i + 2))):
-        found.append((e, i))
-  if len(found) > max_rows:
-    found = [found[j] for j in rng.choice(len(found), max_rows, replace=False)]
-  return found
-
-
-def gather(replay, rows, num_cond: int):
-  """obs [N, K + 1, H, W, 3] (steps i - K + 1 .. i and the frame after step i) and act [N, K]."""
-  import numpy as np
-  obs, act = np.asarray(replay.obs), np.asarray(replay.act)
-  capacity = obs.shape[1]
-  idx = [[(i + d) % capacity for d in range(-num_cond + 1, 2)] for _, i in rows]
-  envs = [e for e, _ in rows]
-  return (np.stack([obs[e, ix] for e, ix in zip(envs, idx)]),
-          np.stack([act[e, ix[:-1]] for e, ix in zip(envs, idx)]).astype(np.int32))
-
-
-def make_probe(config, frozen_rows: int):
-  """jit(wm_params, obs, act, key) -> {variant: reward-class probabilities [N, 3] of the last transition}."""
-  import jax
-  import jax.numpy as jnp
-  from jedi_jax import world_model
-  k = config.wm.num_cond
-
-  def probs(params, states, act):
-    _, logits, _ = world_model.rew_end_sequence(
-        params, world_model.rew_end_initial_state(config, act.shape[0]), states, act, config)
-    return jax.nn.softmax(logits[:, -1])
-
-  @jax.jit
-  def probe(params, obs, act, key):
-    states = world_model.encode(params, obs, config)
-    sampled = world_model.sample_next(params, states[:, :k], act, key, config)
-    frozen_obs = obs.at[:, k, :frozen_rows].set(obs[:, k - 1, :frozen_rows])
-    frozen = world_model.encode(params, frozen_obs[:, k:], config)[:, 0]
-    return {"true": probs(params, states, act),
-            "sampled": probs(params, jnp.concatenate([states[:, :k], sampled[:, None]], 1), act),
-            "frozen": probs(params, jnp.concatenate([states[:, :k], frozen[:, None]], 1), act)}
-
-  return probe
-
-
 def main(argv):
   del argv
   import jax
   import numpy as np
   from jedi_jax import checkpoint as ckpt_lib
+  from jedi_jax import diagnostics
   from jedi_jax import run_files
   try:
     config, state, epoch = run_files.load_run(_WORKDIR.value, log=lambda *a: None)
@@ -112,13 +59,13 @@ def main(argv):
     edited.sampler.num_steps = _STEPS.value
     config = config_lib.freeze(edited)
   rng = np.random.default_rng(_SEED.value)
-  probe = make_probe(config, _ROWS.value)
+  probe = diagnostics.make_reward_probe(config, _ROWS.value)
   k = config.wm.num_cond
   table = {}
   print(f"{_WORKDIR.value}: checkpoint of epoch {epoch}, {config.game}, {config.sampler.num_steps} sampler steps")
   print("| reward sign | transitions | next state | recall | mean P(true sign) |\n|---|---|---|---|---|")
   for name, sign in SIGNS.items():
-    rows = rewarded_rows(state.replay, k, sign, _MAX.value, rng)
+    rows = diagnostics.rewarded_rows(state.replay, k, sign, _MAX.value, rng)
     if not rows:
       print(f"| {name} | 0 | | | |")
       continue
@@ -126,7 +73,7 @@ def main(argv):
     for start in range(0, len(rows), _BATCH.value):
       chunk = rows[start:start + _BATCH.value]
       chunk = chunk + [chunk[-1]] * (_BATCH.value - len(chunk))     # one compiled shape
-      obs, act = gather(state.replay, chunk, k)
+      obs, act = diagnostics.gather_windows(state.replay, chunk, k)
       got = probe(state.wm_params, obs, act, jax.random.key(_SEED.value * 1_000_003 + start))
       for v in out:
         out[v].append(np.asarray(got[v]))

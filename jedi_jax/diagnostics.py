@@ -102,3 +102,85 @@ def masked_std(x: jax.Array, weight: jax.Array) -> jax.Array:
   n = jnp.maximum(jnp.sum(w), 1.0)
   mean = jnp.sum(x * w) / n
   return jnp.sqrt(jnp.sum(jnp.square(x - mean) * w) / n)
+
+
+# --- Offline probes of a finished run (experiments/reward_density.py, experiments/reward_probe.py). ---------
+#
+# Host-side helpers: they live here, not in the launchers, so that tests and users import them without
+# defining absl flags.
+
+def random_reward_counts(config, steps: int, seed: int) -> dict:
+  """Steps `config.game`'s training envs with uniform random actions for at least `steps` agent steps in
+  all; returns {"steps", "positive", "negative", "num_actions"}: how many steps were rewarded with each sign.
+
+  A world model learns to predict only the rewards its replay holds, and the first replay is random play:
+  a game whose random play is rarely rewarded gives a small budget little to learn from."""
+  import numpy as np
+  from jedi_jax import loop   # pylint: disable=import-outside-toplevel  (loop imports this module)
+  env = loop.make_train_env(config)
+  rng = np.random.default_rng(seed)
+  env.reset()
+  positive = negative = done = 0
+  while done < steps:
+    _, reward, _, _, _ = env.step(rng.integers(0, env.num_actions, size=env.num_envs).astype(np.int32))
+    reward = np.asarray(reward)
+    positive += int(np.sum(reward > 0))
+    negative += int(np.sum(reward < 0))
+    done += env.num_envs
+  return {"steps": done, "positive": positive, "negative": negative, "num_actions": int(env.num_actions)}
+
+
+def rewarded_rows(replay, num_cond: int, sign: int, max_rows: int, rng) -> list[tuple[int, int]]:
+  """Up to `max_rows` (env, absolute step) of replay transitions with sign(reward) == `sign` whose
+  `num_cond` - 1 steps before and the next frame belong to the same episode (drawn at random with `rng`)."""
+  import numpy as np
+  rew, episode = np.asarray(replay.rew), np.asarray(replay.episode_id)
+  capacity, written = rew.shape[1], int(replay.t)
+  found = []
+  for e in range(rew.shape[0]):
+    for i in range(max(0, written - capacity) + num_cond - 1, written - 1):
+      ep = episode[e, i % capacity]
+      if (ep >= 0 and np.sign(rew[e, i % capacity]) == sign
+          and all(episode[e, j % capacity] == ep for j in range(i - num_cond + 1, i + 2))):
+        found.append((e, i))
+  if len(found) > max_rows:
+    found = [found[j] for j in rng.choice(len(found), max_rows, replace=False)]
+  return found
+
+
+def gather_windows(replay, rows, num_cond: int):
+  """For (env, step i) rows: obs [N, K + 1, H, W, 3] (steps i - K + 1 .. i and the frame after step i) and
+  act [N, K] (the actions of steps i - K + 1 .. i)."""
+  import numpy as np
+  obs, act = np.asarray(replay.obs), np.asarray(replay.act)
+  capacity = obs.shape[1]
+  idx = [[(i + d) % capacity for d in range(-num_cond + 1, 2)] for _, i in rows]
+  envs = [e for e, _ in rows]
+  return (np.stack([obs[e, ix] for e, ix in zip(envs, idx)]),
+          np.stack([act[e, ix[:-1]] for e, ix in zip(envs, idx)]).astype(np.int32))
+
+
+def make_reward_probe(config, frozen_rows: int):
+  """jit(wm_params, obs, act, key) -> {"true" | "sampled" | "frozen": reward-class probabilities [N, 3] of
+  the last transition}, for the windows of `gather_windows`. The next state is the encoded true frame, a
+  one-step sample of the dynamics (what imagination feeds the reward model), or the true frame with its top
+  `frozen_rows` pixel rows copied from the frame before (a reward model that reads the score misses these)."""
+  from jedi_jax import world_model   # pylint: disable=import-outside-toplevel  (world_model imports this)
+  k = config.wm.num_cond
+
+  def probs(params, states, act):
+    _, logits, _ = world_model.rew_end_sequence(
+        params, world_model.rew_end_initial_state(config, act.shape[0]), states, act, config)
+    return jax.nn.softmax(logits[:, -1])
+
+  @jax.jit
+  def probe(params, obs, act, key):
+    states = world_model.encode(params, obs, config)
+    sampled = world_model.sample_next(params, states[:, :k], act, key, config)
+    frozen_obs = obs.at[:, k, :frozen_rows].set(obs[:, k - 1, :frozen_rows])
+    frozen = world_model.encode(params, frozen_obs[:, k:], config)[:, 0]
+    return {"true": probs(params, states, act),
+            "sampled": probs(params, jnp.concatenate([states[:, :k], sampled[:, None]], 1), act),
+            "frozen": probs(params, jnp.concatenate([states[:, :k], frozen[:, None]], 1), act)}
+
+  return probe

@@ -112,11 +112,10 @@ def test_probe_action_sensitivity(monkeypatch, scale):
 
 
 def test_reward_probe_picks_whole_windows_of_one_episode():
-  """experiments/reward_probe.py: a transition qualifies when it has the asked reward sign, its K - 1 steps
+  """diagnostics.rewarded_rows / gather_windows (experiments/reward_probe.py): a transition qualifies when it has the asked reward sign, its K - 1 steps
   before and the frame after it are in its episode (also across the ring's wrap-around), and gather returns
   the frames of steps i - K + 1 .. i + 1 with the actions of steps i - K + 1 .. i."""
   import types
-  from experiments import reward_probe
   # One env, capacity 8, 11 rows written: slots hold absolute steps 3..10 (slot = step % 8).
   steps = np.arange(3, 11)
   episode = {3: 0, 4: 0, 5: 1, 6: 1, 7: 1, 8: 1, 9: 2, 10: 2}
@@ -129,9 +128,9 @@ def test_reward_probe_picks_whole_windows_of_one_episode():
   rng = np.random.default_rng(0)
   # K = 2: step i needs i - 1, i and i + 1 in one episode. Step 3: no step 2 in the ring; 4: 5 is another
   # episode; 6: yes; 7: reward -1; 8: 9 is another episode; 10: no next frame written.
-  assert reward_probe.rewarded_rows(replay, 2, 1, 10, rng) == [(0, 6)]
-  assert reward_probe.rewarded_rows(replay, 2, -1, 10, rng) == [(0, 7)]
-  assert sorted(reward_probe.rewarded_rows(replay, 1, 1, 10, rng)) == [(0, 3), (0, 5), (0, 6), (0, 9)]
-  assert len(reward_probe.rewarded_rows(replay, 1, 1, 2, rng)) == 2
-  obs, act = reward_probe.gather(replay, [(0, 7)], 2)
+  assert diagnostics.rewarded_rows(replay, 2, 1, 10, rng) == [(0, 6)]
+  assert diagnostics.rewarded_rows(replay, 2, -1, 10, rng) == [(0, 7)]
+  assert sorted(diagnostics.rewarded_rows(replay, 1, 1, 10, rng)) == [(0, 3), (0, 5), (0, 6), (0, 9)]
+  assert len(diagnostics.rewarded_rows(replay, 1, 1, 2, rng)) == 2
+  obs, act = diagnostics.gather_windows(replay, [(0, 7)], 2)
   assert obs.reshape(-1).tolist() == [6, 7, 8] and act.tolist() == [[106, 107]]

@@ -270,13 +270,13 @@ def test_stochastic_frameskip():
 
 
 def test_reward_density_counts_the_sign_of_each_rewarded_step():
-  """experiments/reward_density.py: Pong pays the random player only -1s (it never scores), and counts cover
+  """diagnostics.random_reward_counts (experiments/reward_density.py): Pong pays the random player only -1s (it never scores), and counts cover
   every env step."""
-  from experiments import reward_density
+  from jedi_jax import diagnostics
   from jedi_jax import config as config_lib
   c = config_lib.get_config("atari_cpu")
   c.game = "Pong"
-  counts = reward_density.reward_counts(config_lib.freeze(c), 600, seed=0)
+  counts = diagnostics.random_reward_counts(config_lib.freeze(c), 600, seed=0)
   assert counts["steps"] >= 600 and counts["steps"] % c.env.num_envs == 0
   assert counts["positive"] == 0 and 0 < counts["negative"] < counts["steps"]
   assert counts["num_actions"] == 6
