@@ -386,7 +386,10 @@ def atari_cpu() -> ml_collections.ConfigDict:
       cost ~2.6 s per update;
     * lr 1e-3 (DIAMOND: 1e-4), horizon 10 (paper: 15), batch 16 (paper: 32);
     * 20k env steps with 40 + 40 updates per 100 (update-to-data ratio 0.4, paper: 4), after 1k-2k random
-      steps and a first epoch of 800 + 200 updates: ~8k updates of each model, ~2 h.
+      steps and a first epoch of 800 + 200 updates: ~8k updates of each model, ~1.5 h with the interim tests
+      of `--config.run.test_every=40` (Boxing: ~18 s per epoch, 161 s to compile).
+  Not yet shown to beat random: Boxing seed 0 stayed at the uniform policy, its dynamics ignoring the action
+  (docs/results.md, "Atari on this CPU").
   """
   c = minatar()
   c.preset = "atari_cpu"
