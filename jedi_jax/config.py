@@ -317,9 +317,8 @@ def catch() -> ml_collections.ConfigDict:
 
 
 def catch_quick() -> ml_collections.ConfigDict:
-  """Catch in about four and a half minutes on a 2-core CPU: the regression test for learning
-  (tests/test_learning.py). Seeds 0, 1, 2 score 0.78, 0.94, 0.22 (random policy -0.6; docs/results.md, "Catch
-  in under five minutes"): every seed beats random, not every seed solves Catch.
+  """Catch in about four minutes on a 2-core CPU: the regression test for learning (tests/test_learning.py).
+  Seeds 0, 1, 2 score 0.98, 0.84, 0.94 (random policy -0.6; docs/results.md, "Catch in under five minutes").
 
   `catch()` with what made it ~4x faster (measured on this CPU):
     * an 8x8-patch encoder stem in one stage (64 -> 8, 16 channels): a latent cell is one 8x8 patch, and the
@@ -327,11 +326,18 @@ def catch_quick() -> ml_collections.ConfigDict:
       where the 4x4-patch stem still ignored the action (`wm/action_sensitivity` 0.66 against 0.04);
     * batch 8 and a 2-step sampler (updates ~2.5x cheaper);
     * 1,000 random steps, then a first epoch of 1,200 world-model and 300 actor-critic updates, then 20 + 60
-      per 100-step epoch: 1.8k env steps in all.
+      per 100-step epoch: 1.8k env steps in all;
+    * (2026-12-04) 2,000 world-model updates in the first epoch and 40 per later one, and an entropy weight
+      annealed from 0.01 to 0.001 over the first 600 actor-critic updates: with 1,200 and 20 the dynamics
+      still ignored the action when the policy had already settled, and seed 0 scored -0.06 on another
+      machine (float rounding decided it); now they follow the action after the first epoch
+      (`wm/action_sensitivity` ~0.55) and the early policy stays broad.
   """
   c = catch()
   c.preset = "catch_quick"
-  c.ac.entropy_weight = 0.001          # DIAMOND's, as in the runs below (catch() now uses 0.01)
+  c.ac.entropy_weight = 0.01           # linear to 0.001 over the first 600 actor-critic updates
+  c.ac.entropy_weight_final = 0.001
+  c.ac.entropy_decay_updates = 600
   c.wm.encoder_patch = 8
   c.wm.encoder_channels = (16,)
   c.wm.encoder_depths = (1,)
@@ -340,9 +346,9 @@ def catch_quick() -> ml_collections.ConfigDict:
   c.optim.batch_size = 8
   c.replay.capacity = 1_900
   c.schedule.total_env_steps = 1_800
-  c.schedule.wm_updates_first_epoch = 1_200
+  c.schedule.wm_updates_first_epoch = 2_000
   c.schedule.ac_updates_first_epoch = 300
-  c.schedule.wm_updates_per_epoch = 20
+  c.schedule.wm_updates_per_epoch = 40
   c.schedule.ac_updates_per_epoch = 60
   c.schedule.num_final_epochs = 1
   c.run.checkpoint_every = 100        # a short run: the final checkpoint only
