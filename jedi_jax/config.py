@@ -74,6 +74,11 @@ def atari100k() -> ml_collections.ConfigDict:
   c.wm.rew_end_depths = (2, 2, 2, 2)
   c.wm.rew_end_cond_channels = 128
   c.wm.rew_end_lstm_dim = 512
+  # What the reward/end CNN sees of a transition (s_t, a_t, s_{t+1}): True, DIAMOND's concat(s_t, s_{t+1});
+  # False, s_t alone, so that r_t and end_t are predicted from the state, the action and the LSTM's history
+  # (for budgets where sampled next states lack the rare changes the head reads; docs/results.md, "Atari on
+  # this CPU"). An ADDED_FIELD.
+  c.wm.rew_end_next_state = True
   # EDM (DIAMOND denoiser.py / trainer.yaml).
   c.wm.sigma_data = 0.5
   c.wm.sigma_offset_noise = 0.3
@@ -437,6 +442,8 @@ def validate(config) -> None:
        f"wm.prediction_clamp must be 'clip', 'tanh' or 'none', got {c.wm.prediction_clamp!r}"),
       (isinstance(added_field(c, "wm", "share_encoder_pass"), bool),
        f"wm.share_encoder_pass must be true or false, got {added_field(c, 'wm', 'share_encoder_pass')!r}"),
+      (isinstance(added_field(c, "wm", "rew_end_next_state"), bool),
+       f"wm.rew_end_next_state must be true or false, got {added_field(c, 'wm', 'rew_end_next_state')!r}"),
       (isinstance(added_field(c, "wm", "remat"), bool),
        f"wm.remat must be true or false, got {added_field(c, 'wm', 'remat')!r}"),
       (not added_field(c, "wm", "share_encoder_pass")
@@ -533,7 +540,7 @@ CANONICAL_FIELDS = {("env", "step_path"): "xla"}
 # Fields added after runs were recorded, with the value that reproduces those runs: left out of the hash at
 # that value, so that the records keep their hash and their workdirs still resume.
 ADDED_FIELDS = {("run", "compute_dtype"): "float32", ("wm", "share_encoder_pass"): False, ("wm", "remat"): False,
-                ("ac", "lr_scale"): 1.0, ("ac", "entropy_decay_updates"): 0, ("ac", "entropy_weight_final"): 0.001}
+                ("wm", "rew_end_next_state"): True, ("ac", "lr_scale"): 1.0, ("ac", "entropy_decay_updates"): 0, ("ac", "entropy_weight_final"): 0.001}
 
 
 def results_fields(config) -> dict:

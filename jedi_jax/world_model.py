@@ -125,7 +125,9 @@ def _rew_end_net(config, num_actions: int) -> RewEndModel:
   num_down = min(max(0, int(round(math.log2(state_shape(config)[0] / 8)))), len(wm.rew_end_channels) - 1)
   return RewEndModel(channels=tuple(wm.rew_end_channels), depths=tuple(wm.rew_end_depths),
                      cond_channels=wm.rew_end_cond_channels, lstm_dim=wm.rew_end_lstm_dim,
-                     num_actions=num_actions, num_down=num_down, dtype=config_lib.compute_dtype(config))
+                     num_actions=num_actions, num_down=num_down,
+                     sees_next=config_lib.added_field(config, "wm", "rew_end_next_state"),
+                     dtype=config_lib.compute_dtype(config))
 
 
 def _num_actions(params, part: str = "denoiser") -> int:

@@ -156,6 +156,26 @@ def test_api_shapes_sampling_and_rew_end(kind):
   assert lstm[0].shape == (2, config.wm.rew_end_lstm_dim)
 
 
+@pytest.mark.parametrize("sees_next", [True, False])
+def test_rew_end_next_state_switch(sees_next):
+  """wm.rew_end_next_state: DIAMOND's CNN input concat(s_t, s_{t+1}), or s_t alone (then s_{t+1} cannot move
+  the logits, and the CNN's first conv has half the input channels)."""
+  config = wm_config("jedi", **{"wm.rew_end_next_state": sees_next})
+  params = _move_zero_init(wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0)))
+  s = wm.state_shape(config)
+  assert params["rew_end"]["conv_in"]["kernel"].shape[-2] == (2 if sees_next else 1) * s[-1]
+  rng = np.random.default_rng(0)
+  state, nxt, other = (jnp.asarray(rng.normal(size=(2,) + s), jnp.float32) for _ in range(3))
+  act = jnp.asarray([1, 2], jnp.int32)
+  step = jax.jit(wm.rew_end_step, static_argnums=5)
+  lstm = wm.rew_end_initial_state(config, 2)
+  logits = lambda a, b: np.asarray(step(params, lstm, a, act, b, config)[1])
+  moved_by_next = np.abs(logits(state, nxt) - logits(state, other)).max()
+  moved_by_state = np.abs(logits(state, nxt) - logits(other, nxt)).max()
+  assert moved_by_state > 1e-4
+  assert (moved_by_next > 1e-4) if sees_next else (moved_by_next == 0)
+
+
 def test_jedi_loss_metrics_and_encoder_gradients():
   config = wm_config("jedi")
   params = _move_zero_init(wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0)))
@@ -501,4 +521,8 @@ def test_efficiency_switch_errors_are_one_line():
   d = config_lib.to_dict(config_lib.get_config("debug"))
   d["wm"]["remat"] = "yes"
   with pytest.raises(ValueError, match=r"^wm.remat must be true or false, got 'yes'$"):
+    config_lib.validate(config_lib.ml_collections.ConfigDict(d))
+  d["wm"]["remat"] = False
+  d["wm"]["rew_end_next_state"] = 0
+  with pytest.raises(ValueError, match=r"^wm.rew_end_next_state must be true or false, got 0$"):
     config_lib.validate(config_lib.ml_collections.ConfigDict(d))

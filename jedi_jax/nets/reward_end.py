@@ -23,13 +23,15 @@ from jedi_jax.nets import blocks
 
 class RewEndModel(nn.Module):
   """Attributes: channels/depths of the CNN stages, cond_channels (action embedding), lstm_dim,
-  num_actions, num_down (stride-2 downsamples, applied before the last `num_down` stages)."""
+  num_actions, num_down (stride-2 downsamples, applied before the last `num_down` stages), sees_next (the
+  CNN's input is concat(s_t, s_{t+1}) as in DIAMOND, or s_t alone: `next_state` is then ignored)."""
   channels: Sequence[int]
   depths: Sequence[int]
   cond_channels: int
   lstm_dim: int
   num_actions: int
   num_down: int
+  sees_next: bool = True     # False: the CNN sees s_t alone (config wm.rew_end_next_state)
   dtype: str = blocks.FLOAT32  # compute dtype of the convolutions and matmuls (blocks.py)
 
   def setup(self):
@@ -48,7 +50,7 @@ class RewEndModel(nn.Module):
   def features(self, state: jax.Array, action: jax.Array, next_state: jax.Array) -> jax.Array:
     """state, next_state [N, H, W, C], action [N] int -> flat CNN features [N, F]."""
     cond = self.act_emb(action)
-    x = self.conv_in(jnp.concatenate([state, next_state], axis=-1))
+    x = self.conv_in(jnp.concatenate([state, next_state], axis=-1) if self.sees_next else state)
     for stage, down in zip(self.stages, self.downsamples):
       if down is not None:
         x = down(x)
