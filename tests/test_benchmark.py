@@ -68,3 +68,12 @@ def test_tpu_target_compiles_deviceless_and_reports_memory(tmp_path):
   for kind in ("jedi", "diamond"):
     for name, row in data[kind].items():
       assert row["seconds"] is None and row["memory_bytes"] > 0, (kind, name)
+
+
+@pytest.mark.parametrize("preset", ["atari100k", "cpu", "atari_cpu"])
+def test_model_config_builds_at_every_benchmarked_preset(preset):
+  """The benchmark's stand-in replay (REPLAY_STEPS) is smaller than a preset's budget; the config is checked
+  before it is swapped in (the atari100k benchmark once stopped at validate's replay-capacity check)."""
+  for kind in ("jedi", "diamond"):
+    c = bwm.model_config(kind, preset, 32, {"wm.remat": True, "wm.share_encoder_pass": True})
+    assert c.replay.capacity == bwm.REPLAY_STEPS and c.optim.batch_size == 32 and c.wm.remat
