@@ -108,7 +108,7 @@ def clamp_prediction(d: jax.Array, kind: str) -> jax.Array:
 def _encoder_net(config) -> Encoder:
   wm = config.wm
   return Encoder(tuple(wm.encoder_channels), tuple(wm.encoder_depths), tuple(wm.encoder_down),
-                 wm.encoder_patch, dtype=config_lib.compute_dtype(config))
+                 wm.encoder_patch, dtype=config_lib.compute_dtype(config), remat=_remat(config))
 
 
 def _denoiser_net(config, num_actions: int) -> DenoiserNet:
@@ -116,7 +116,7 @@ def _denoiser_net(config, num_actions: int) -> DenoiserNet:
   channels, depths, cond = model_kind(config).denoiser_sizes(wm)
   return DenoiserNet(out_channels=state_shape(config)[-1], channels=tuple(channels), depths=tuple(depths),
                      cond_channels=cond, num_cond=wm.num_cond, num_actions=num_actions,
-                     dtype=config_lib.compute_dtype(config))
+                     dtype=config_lib.compute_dtype(config), remat=_remat(config))
 
 
 def _rew_end_net(config, num_actions: int) -> RewEndModel:
@@ -127,7 +127,7 @@ def _rew_end_net(config, num_actions: int) -> RewEndModel:
                      cond_channels=wm.rew_end_cond_channels, lstm_dim=wm.rew_end_lstm_dim,
                      num_actions=num_actions, num_down=num_down,
                      sees_next=config_lib.added_field(config, "wm", "rew_end_next_state"),
-                     dtype=config_lib.compute_dtype(config))
+                     dtype=config_lib.compute_dtype(config), remat=_remat(config))
 
 
 def _num_actions(params, part: str = "denoiser") -> int:
@@ -135,19 +135,14 @@ def _num_actions(params, part: str = "denoiser") -> int:
   return params[part]["act_emb"]["embedding"].shape[0]
 
 
-def _apply(config, net, variables, *args, method=None):
-  """`net.apply(variables, *args, method=method)`, rematerialised block by block when `wm.remat`: only the
-  blocks' outputs are kept for the backward pass, the rest is recomputed there (blocks.remat_policy)."""
-  kwargs = {} if method is None else {"method": method}
-  fn = lambda variables, *args: net.apply(variables, *args, **kwargs)  # noqa: E731
-  if config_lib.added_field(config, "wm", "remat"):
-    fn = jax.checkpoint(fn, policy=blocks.remat_policy())
-  return fn(variables, *args)
+def _remat(config) -> bool:
+  """`wm.remat`: every residual block of the world model's networks rematerialised (blocks.maybe_remat)."""
+  return config_lib.added_field(config, "wm", "remat")
 
 
 def _encode_latent(params, x: jax.Array, config) -> jax.Array:
   """Frames [N, 64, 64, 3] in [-1, 1] -> latents E_phi(x) [N, *S], clamped by C when wm.latent_clamp."""
-  z = _apply(config, _encoder_net(config), {"params": params["encoder"]}, x)
+  z = _encoder_net(config).apply({"params": params["encoder"]}, x)
   return clamp_latent(z) if config.wm.latent_clamp else z
 
 
@@ -297,8 +292,8 @@ def denoise(params, noisy: jax.Array, sigma: jax.Array, cond: jax.Array, cond_ac
   c_in, c_out, c_skip, c_noise = diffusion.edm_scalings(sigma, wm.sigma_data, wm.sigma_offset_noise)
   net = _denoiser_net(config, _num_actions(params))
   # DIAMOND feeds the conditioning states divided by sigma_data, not scaled by c_in.
-  out = _apply(config, net, {"params": params["denoiser"]}, noisy * c_in[:, None, None, None], c_noise,
-               cond / wm.sigma_data, cond_actions)
+  out = net.apply({"params": params["denoiser"]}, noisy * c_in[:, None, None, None], c_noise,
+                  cond / wm.sigma_data, cond_actions)
   denoised = c_skip[:, None, None, None] * noisy + c_out[:, None, None, None] * out
   return out, finalize_denoised(denoised, config)
 
@@ -348,7 +343,7 @@ def rew_end_sequence(params, lstm_state, states: jax.Array, actions: jax.Array, 
   net = _rew_end_net(config, _num_actions(params, "rew_end"))
   variables = {"params": params["rew_end"]}
   flat = lambda x: x.reshape((b * t,) + x.shape[2:])
-  feats = _apply(config, net, variables, flat(states[:, :-1]), flat(actions), flat(states[:, 1:]), method="features")
+  feats = net.apply(variables, flat(states[:, :-1]), flat(actions), flat(states[:, 1:]), method="features")
   gates = net.apply(variables, feats, method="input_gates")
   gates = jnp.swapaxes(gates.reshape(b, t, -1), 0, 1)   # [T, B, 4H]
 

@@ -20,7 +20,6 @@ from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
-from jax.ad_checkpoint import checkpoint_name
 import jax.numpy as jnp
 import numpy as np
 
@@ -37,18 +36,12 @@ zeros_init = nn.initializers.zeros
 # PyTorch's nn.Embedding: N(0, 1) (Flax's default scales by 1 / sqrt(num_embeddings)).
 embed_init = nn.initializers.normal(stddev=1.0)
 
-# Name of the residual blocks' outputs (and of the down/upsampling convs'): what a rematerialised network
-# keeps for its backward pass (`wm.remat`, `remat_policy`); a no-op otherwise.
-BLOCK_OUTPUT = "block_output"
-
-
-def block_output(x: jax.Array) -> jax.Array:
-  return checkpoint_name(x, BLOCK_OUTPUT)
-
-
-def remat_policy():
-  """jax.checkpoint policy of `wm.remat`: save the block outputs, recompute everything inside a block."""
-  return jax.checkpoint_policies.save_only_these_names(BLOCK_OUTPUT)
+def maybe_remat(module_cls, remat: bool):
+  """`module_cls`, or with `remat` its rematerialised form (Flax's `nn.remat`: `jax.checkpoint` around each
+  call, same parameters): the backward pass keeps only the block's inputs and recomputes its insides, one
+  block at a time (`wm.remat`). One checkpoint around a whole network would recompute every block's
+  insides before the backward pass starts, holding them all at once: no memory saved (docs/benchmarks.md)."""
+  return nn.remat(module_cls) if remat else module_cls
 
 
 def num_groups(channels: int) -> int:
@@ -151,9 +144,9 @@ class Downsample(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    return block_output(nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                                kernel_init=nn.initializers.orthogonal(), name="conv",
-                                conv_general_dilated=precision.conv_hook(self.dtype))(x))
+    return nn.Conv(x.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                   kernel_init=nn.initializers.orthogonal(), name="conv",
+                   conv_general_dilated=precision.conv_hook(self.dtype))(x)
 
 
 class Upsample(nn.Module):
@@ -163,7 +156,7 @@ class Upsample(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-    return block_output(Conv3x3(x.shape[-1], name="conv", dtype=self.dtype)(x))
+    return Conv3x3(x.shape[-1], name="conv", dtype=self.dtype)(x)
 
 
 class SmallResBlock(nn.Module):
@@ -198,7 +191,7 @@ class ResBlock(nn.Module):
     x = x + r
     if self.attn:
       x = SelfAttention2d(name="attn", dtype=dt)(x)
-    return block_output(x)
+    return x
 
 
 class PlainResBlock(nn.Module):
@@ -215,17 +208,18 @@ class PlainResBlock(nn.Module):
     r = x if x.shape[-1] == self.out_channels else Conv1x1(self.out_channels, name="proj", dtype=dt)(x)
     x = Conv3x3(self.out_channels, name="conv1", dtype=dt)(nn.silu(GroupNorm(name="norm1")(x)))
     x = Conv3x3(self.out_channels, zero_init=True, name="conv2", dtype=dt)(nn.silu(GroupNorm(name="norm2")(x)))
-    return block_output(x + r)
+    return x + r
 
 
 class ResBlocks(nn.Module):
   """A sequence of ResBlocks; optionally concatenates a skip tensor before each block (U-Net decoder).
 
-  Returns (x, outputs of every block).
+  Returns (x, outputs of every block). `remat`: each block rematerialised (`maybe_remat`).
   """
   out_channels: Sequence[int]
   attn: bool = False
   dtype: str = FLOAT32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array, to_cat: Optional[Sequence[jax.Array]] = None):
@@ -233,7 +227,7 @@ class ResBlocks(nn.Module):
     for i, c in enumerate(self.out_channels):
       if to_cat is not None:
         x = jnp.concatenate([x, to_cat[i]], axis=-1)
-      x = ResBlock(c, self.attn, name=f"resblocks_{i}", dtype=self.dtype)(x, cond)
+      x = maybe_remat(ResBlock, self.remat)(c, self.attn, name=f"resblocks_{i}", dtype=self.dtype)(x, cond)
       outputs.append(x)
     return x, outputs
 
@@ -248,6 +242,7 @@ class UNet(nn.Module):
   depths: Sequence[int]
   attn_depths: Optional[Sequence[bool]] = None
   dtype: str = FLOAT32
+  remat: bool = False   # each ResBlock rematerialised (`maybe_remat`)
 
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array) -> jax.Array:
@@ -261,16 +256,19 @@ class UNet(nn.Module):
     d_outputs = []
     for i, (c, d) in enumerate(zip(self.channels, self.depths)):
       x_down = x if i == 0 else Downsample(name=f"downsamples_{i}", dtype=self.dtype)(x)
-      x, outs = ResBlocks([c] * d, attn_depths[i], name=f"d_blocks_{i}", dtype=self.dtype)(x_down, cond)
+      x, outs = ResBlocks([c] * d, attn_depths[i], name=f"d_blocks_{i}", dtype=self.dtype,
+                         remat=self.remat)(x_down, cond)
       d_outputs.append((x_down, *outs))
 
-    x, _ = ResBlocks([self.channels[-1]] * 2, True, name="mid_blocks", dtype=self.dtype)(x, cond)
+    x, _ = ResBlocks([self.channels[-1]] * 2, True, name="mid_blocks", dtype=self.dtype,
+                    remat=self.remat)(x, cond)
 
     for j, i in enumerate(reversed(range(len(self.channels)))):
       c1, c2 = self.channels[max(0, i - 1)], self.channels[i]
       x_up = x if j == 0 else Upsample(name=f"upsamples_{j}", dtype=self.dtype)(x)
       skip = d_outputs[i][::-1]
-      x, _ = ResBlocks([c2] * self.depths[i] + [c1], attn_depths[i], name=f"u_blocks_{j}", dtype=self.dtype)(
+      x, _ = ResBlocks([c2] * self.depths[i] + [c1], attn_depths[i], name=f"u_blocks_{j}", dtype=self.dtype,
+                      remat=self.remat)(
           x_up, cond, skip)
 
     return x[:, :h, :w]

@@ -35,6 +35,7 @@ class DenoiserNet(nn.Module):
   num_cond: int
   num_actions: int
   dtype: str = blocks.FLOAT32  # compute dtype of the convolutions and matmuls (blocks.py)
+  remat: bool = False          # each U-Net ResBlock rematerialised (blocks.maybe_remat; wm.remat)
 
   @nn.compact
   def __call__(self, noisy_scaled: jax.Array, c_noise: jax.Array, cond_scaled: jax.Array,
@@ -54,6 +55,6 @@ class DenoiserNet(nn.Module):
     # Past states stacked on channels, time-major (DIAMOND: b t c h w -> b (t c) h w), then the noisy one.
     stacked = jnp.transpose(cond_scaled, (0, 2, 3, 1, 4)).reshape(b, h, w, t * c)
     x = blocks.Conv3x3(self.channels[0], name="conv_in", dtype=dt)(jnp.concatenate([stacked, noisy_scaled], axis=-1))
-    x = blocks.UNet(self.channels, self.depths, name="unet", dtype=dt)(x, cond)
+    x = blocks.UNet(self.channels, self.depths, name="unet", dtype=dt, remat=self.remat)(x, cond)
     x = nn.silu(blocks.GroupNorm(name="norm_out")(x))
     return blocks.Conv3x3(self.out_channels, zero_init=True, name="conv_out", dtype=dt)(x)

@@ -30,6 +30,7 @@ class Encoder(nn.Module):
   down: Sequence[int]
   patch: int = 1
   dtype: str = blocks.FLOAT32  # compute dtype of the convolutions (blocks.py)
+  remat: bool = False          # each ResBlock rematerialised (blocks.maybe_remat; wm.remat)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -41,7 +42,7 @@ class Encoder(nn.Module):
       x = blocks.PatchConv(self.channels[0], self.patch, name="conv_in", dtype=dt)(x)
     for i, (c, d, down) in enumerate(zip(self.channels, self.depths, self.down)):
       for j in range(d):
-        x = blocks.PlainResBlock(c, name=f"stage_{i}_block_{j}", dtype=dt)(x)
+        x = blocks.maybe_remat(blocks.PlainResBlock, self.remat)(c, name=f"stage_{i}_block_{j}", dtype=dt)(x)
       if down:
         x = blocks.Downsample(name=f"stage_{i}_down", dtype=dt)(x)
     x = nn.silu(blocks.GroupNorm(name="norm_out")(x))

@@ -32,6 +32,7 @@ class RewEndModel(nn.Module):
   num_actions: int
   num_down: int
   sees_next: bool = True     # False: the CNN sees s_t alone (config wm.rew_end_next_state)
+  remat: bool = False        # each ResBlock rematerialised (blocks.maybe_remat; wm.remat)
   dtype: str = blocks.FLOAT32  # compute dtype of the convolutions and matmuls (blocks.py)
 
   def setup(self):
@@ -40,9 +41,9 @@ class RewEndModel(nn.Module):
     dt = self.dtype
     self.conv_in = blocks.Conv3x3(self.channels[0], dtype=dt)
     n = len(self.channels)
-    self.stages = [blocks.ResBlocks([c] * d, dtype=dt) for c, d in zip(self.channels, self.depths)]
+    self.stages = [blocks.ResBlocks([c] * d, dtype=dt, remat=self.remat) for c, d in zip(self.channels, self.depths)]
     self.downsamples = [blocks.Downsample(dtype=dt) if i >= n - self.num_down else None for i in range(n)]
-    self.final_blocks = blocks.ResBlocks([self.channels[-1]] * 2, attn=True, dtype=dt)
+    self.final_blocks = blocks.ResBlocks([self.channels[-1]] * 2, attn=True, dtype=dt, remat=self.remat)
     self.lstm = blocks.LSTMCell(self.lstm_dim, dtype=dt)
     self.head_hidden = blocks.Dense(self.lstm_dim, dtype=dt)
     self.head_out = blocks.Dense(3 + 2, use_bias=False, dtype=dt)
