@@ -95,11 +95,16 @@ def atari100k() -> ml_collections.ConfigDict:
   # share_encoder_pass: take the dynamics window inside the reward/end segment, so that one encoder pass over
   #   its frames serves both losses (20 frames per sample instead of 26) instead of drawing the two segments
   #   separately as DIAMOND's trainer does (the sampled distribution differs; train.sample_world_model_batch).
-  # remat: rematerialise (jax.checkpoint) the convolutional networks of the world-model loss, the JEDI encoder,
-  #   the denoiser U-Net and the reward/end CNN alike in both models, keeping only each block's output for the
+  # remat: rematerialise (jax.checkpoint) each residual block of the world-model networks, the JEDI encoder,
+  #   the denoiser U-Net and the reward/end CNN alike in both models, keeping only the blocks' inputs for the
   #   backward pass: less memory for more compute. Same values.
+  # loss_chunks: the world-model loss runs each network (encoder, denoiser, reward/end CNN) over its batch in
+  #   this many pieces, one after another in a loop, each rematerialised (world_model.chunked): the backward
+  #   pass holds one piece's activations. Same values; more compute. On XLA:CPU the form of remat that lowers
+  #   memory (`remat` does not there; docs/benchmarks.md).
   c.wm.share_encoder_pass = False
   c.wm.remat = False
+  c.wm.loss_chunks = 1
 
   # --- Diffusion sampler (DIAMOND trainer.yaml world_model_env.diffusion_sampler) -------------
   c.sampler = ml_collections.ConfigDict()
@@ -444,6 +449,8 @@ def validate(config) -> None:
        f"wm.share_encoder_pass must be true or false, got {added_field(c, 'wm', 'share_encoder_pass')!r}"),
       (isinstance(added_field(c, "wm", "rew_end_next_state"), bool),
        f"wm.rew_end_next_state must be true or false, got {added_field(c, 'wm', 'rew_end_next_state')!r}"),
+      (type(added_field(c, "wm", "loss_chunks")) is int and added_field(c, "wm", "loss_chunks") >= 1,
+       f"wm.loss_chunks must be an integer >= 1, got {added_field(c, 'wm', 'loss_chunks')!r}"),
       (isinstance(added_field(c, "wm", "remat"), bool),
        f"wm.remat must be true or false, got {added_field(c, 'wm', 'remat')!r}"),
       (not added_field(c, "wm", "share_encoder_pass")
@@ -539,7 +546,7 @@ UNHASHED_FIELDS = (("run", "checkpoint_every"), ("run", "checkpoints_to_keep"), 
 CANONICAL_FIELDS = {("env", "step_path"): "xla"}
 # Fields added after runs were recorded, with the value that reproduces those runs: left out of the hash at
 # that value, so that the records keep their hash and their workdirs still resume.
-ADDED_FIELDS = {("run", "compute_dtype"): "float32", ("wm", "share_encoder_pass"): False, ("wm", "remat"): False,
+ADDED_FIELDS = {("run", "compute_dtype"): "float32", ("wm", "share_encoder_pass"): False, ("wm", "remat"): False, ("wm", "loss_chunks"): 1,
                 ("wm", "rew_end_next_state"): True, ("ac", "lr_scale"): 1.0, ("ac", "entropy_decay_updates"): 0, ("ac", "entropy_weight_final"): 0.001}
 
 

@@ -140,6 +140,28 @@ def _remat(config) -> bool:
   return config_lib.added_field(config, "wm", "remat")
 
 
+def _loss_chunks(config) -> int:
+  """`wm.loss_chunks`: pieces the world-model loss runs each network's batch in (`chunked`)."""
+  return config_lib.added_field(config, "wm", "loss_chunks")
+
+
+def chunked(fn, chunks: int, *args):
+  """`fn(*args)` with every arg split along axis 0 into `chunks` pieces run one after another in a loop, each
+  rematerialised (`jax.lax.map` of `jax.checkpoint(fn)`; padded to a multiple of `chunks`, cropped after).
+  The backward pass then holds one piece's activations at a time: on XLA:CPU the only form of
+  rematerialisation that lowers a compiled program's memory (docs/benchmarks.md). `fn` must treat the rows of
+  its batch independently (every network here does: GroupNorm is per sample); values equal `fn(*args)` up to
+  the order of the parameter gradients' sums."""
+  if chunks <= 1:
+    return fn(*args)
+  n = args[0].shape[0]
+  size = -(-n // chunks)
+  pad = lambda a: jnp.pad(a, [(0, size * chunks - n)] + [(0, 0)] * (a.ndim - 1))  # noqa: E731
+  pieces = [pad(a).reshape((chunks, size) + a.shape[1:]) for a in args]
+  out = jax.lax.map(lambda xs: jax.checkpoint(fn)(*xs), tuple(pieces))
+  return jax.tree.map(lambda o: o.reshape((chunks * size,) + o.shape[2:])[:n], out)
+
+
 def _encode_latent(params, x: jax.Array, config) -> jax.Array:
   """Frames [N, 64, 64, 3] in [-1, 1] -> latents E_phi(x) [N, *S], clamped by C when wm.latent_clamp."""
   z = _encoder_net(config).apply({"params": params["encoder"]}, x)
@@ -261,14 +283,16 @@ def world_model_optimizer(config) -> optax.GradientTransformation:
 # Encoding, denoising, sampling
 # ----------------------------------------------------------------------------------------------------------
 
-def encode(params, obs: jax.Array, config, frame_mask: jax.Array | None = None) -> jax.Array:
+def encode(params, obs: jax.Array, config, frame_mask: jax.Array | None = None, chunks: int = 1) -> jax.Array:
   """obs [..., 64, 64, 3] uint8 -> state [..., *S] (jedi: clamped latents; diamond: frames in [-1, 1]).
 
   frame_mask [...] bool (optional): False frames are padding and enter as zeros, as in DIAMOND.
+  chunks: the frames run through the encoder in this many rematerialised pieces (`chunked`).
   """
   x = normalize_frames(obs, frame_mask)
   lead = x.shape[:-3]
-  z = model_kind(config).encode_frames(params, x.reshape((-1,) + FRAME_SHAPE), config)
+  z = chunked(lambda f: model_kind(config).encode_frames(params, f, config), chunks,
+              x.reshape((-1,) + FRAME_SHAPE))
   return z.reshape(lead + z.shape[1:])
 
 
@@ -280,11 +304,13 @@ def finalize_denoised(d: jax.Array, config) -> jax.Array:
   return model_kind(config).finalize(d, config)
 
 
-def denoise(params, noisy: jax.Array, sigma: jax.Array, cond: jax.Array, cond_actions: jax.Array, config):
+def denoise(params, noisy: jax.Array, sigma: jax.Array, cond: jax.Array, cond_actions: jax.Array, config,
+            chunks: int = 1):
   """The EDM denoiser D(x; sigma, cond, actions) = c_skip x + c_out F(c_in x, c_noise, cond / sigma_data, a).
 
   Args:
-    noisy [B, *S], sigma [B], cond [B, num_cond, *S], cond_actions [B, num_cond] int.
+    noisy [B, *S], sigma [B], cond [B, num_cond, *S], cond_actions [B, num_cond] int; chunks: the network runs
+    over the batch in this many rematerialised pieces (`chunked`).
   Returns:
     (F [B, *S] the raw network output, denoised [B, *S] quantised (pixels) or clamped (latents)).
   """
@@ -292,8 +318,8 @@ def denoise(params, noisy: jax.Array, sigma: jax.Array, cond: jax.Array, cond_ac
   c_in, c_out, c_skip, c_noise = diffusion.edm_scalings(sigma, wm.sigma_data, wm.sigma_offset_noise)
   net = _denoiser_net(config, _num_actions(params))
   # DIAMOND feeds the conditioning states divided by sigma_data, not scaled by c_in.
-  out = net.apply({"params": params["denoiser"]}, noisy * c_in[:, None, None, None], c_noise,
-                  cond / wm.sigma_data, cond_actions)
+  apply = lambda *a: net.apply({"params": params["denoiser"]}, *a)  # noqa: E731
+  out = chunked(apply, chunks, noisy * c_in[:, None, None, None], c_noise, cond / wm.sigma_data, cond_actions)
   denoised = c_skip[:, None, None, None] * noisy + c_out[:, None, None, None] * out
   return out, finalize_denoised(denoised, config)
 
@@ -335,15 +361,16 @@ def rew_end_step(params, lstm_state, state: jax.Array, action: jax.Array, next_s
   return net.apply({"params": params["rew_end"]}, lstm_state, state, action, next_state)
 
 
-def rew_end_sequence(params, lstm_state, states: jax.Array, actions: jax.Array, config):
+def rew_end_sequence(params, lstm_state, states: jax.Array, actions: jax.Array, config, chunks: int = 1):
   """A sequence: states [B, T + 1, *S], actions [B, T] -> (lstm_state, reward_logits [B, T, 3],
   end_logits [B, T, 2]). The CNN, the LSTM input projection and the heads run on all B*T transitions at
-  once; only the recurrent part is a lax.scan over T."""
+  once (the CNN in `chunks` rematerialised pieces, `chunked`); only the recurrent part is a lax.scan over T."""
   b, t = actions.shape
   net = _rew_end_net(config, _num_actions(params, "rew_end"))
   variables = {"params": params["rew_end"]}
   flat = lambda x: x.reshape((b * t,) + x.shape[2:])
-  feats = net.apply(variables, flat(states[:, :-1]), flat(actions), flat(states[:, 1:]), method="features")
+  feats = chunked(lambda *a: net.apply(variables, *a, method="features"), chunks,
+                  flat(states[:, :-1]), flat(actions), flat(states[:, 1:]))
   gates = net.apply(variables, feats, method="input_gates")
   gates = jnp.swapaxes(gates.reshape(b, t, -1), 0, 1)   # [T, B, 4H]
 
@@ -359,7 +386,7 @@ def _masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array)
   return diagnostics.masked_mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels), mask)
 
 
-def rew_end_loss(params, states: jax.Array, segment: Segment, config):
+def rew_end_loss(params, states: jax.Array, segment: Segment, config, chunks: int = 1):
   """Cross-entropy on sign(reward) (3 classes) and end (2 classes), masked (DIAMOND rew_end_model).
 
   states [B, T + 1, *S] (the segment's frames, encoded); segment: act, rew, end, mask [B, T].
@@ -367,7 +394,7 @@ def rew_end_loss(params, states: jax.Array, segment: Segment, config):
   """
   act, mask = segment.act, segment.mask
   _, rew_logits, end_logits = rew_end_sequence(params, rew_end_initial_state(config, act.shape[0]), states,
-                                               act, config)
+                                               act, config, chunks)
   rew_target = (jnp.sign(segment.rew) + 1).astype(jnp.int32)
   end_target = segment.end.astype(jnp.int32)
   loss_rew = _masked_cross_entropy(rew_logits, rew_target, mask)
@@ -392,7 +419,7 @@ def rew_end_loss(params, states: jax.Array, segment: Segment, config):
 # ----------------------------------------------------------------------------------------------------------
 
 def dynamics_loss(params, states: jax.Array, actions: jax.Array, target_mask: jax.Array, key: jax.Array,
-                  config):
+                  config, chunks: int = 1):
   """EDM denoising loss over num_predictions autoregressive predictions (arXiv 2505.19698, DIAMOND
   denoiser.forward).
 
@@ -436,7 +463,7 @@ def dynamics_loss(params, states: jax.Array, actions: jax.Array, target_mask: ja
     sigma = diffusion.training_sigma_from_normal(sigma_eps[i], wm.train_sigma_loc, wm.train_sigma_scale,
                                                  wm.train_sigma_min, wm.train_sigma_max)
     noisy = diffusion.add_noise_from_normals(clean, sigma, wm.sigma_offset_noise, offset_eps[i], noise_eps[i])
-    out, denoised = denoise(params, noisy, sigma, window, actions[:, i:i + n], config)
+    out, denoised = denoise(params, noisy, sigma, window, actions[:, i:i + n], config, chunks)
     _, c_out, c_skip, _ = diffusion.edm_scalings(sigma, wm.sigma_data, wm.sigma_offset_noise)
     target = diffusion.denoising_target(clean, noisy, c_skip, c_out)
     losses.append(diffusion.denoising_loss(out, target, target_mask[:, i]))
@@ -500,26 +527,27 @@ def world_model_loss(params, batch: WorldModelBatch, key: jax.Array, config):
   t_rew = rew.act.shape[1]
   offset = t_dyn + 1 - (n + p)
   assert offset >= 0, f"dynamics segment of {t_dyn} steps is too short for {n} + {p}"
+  chunks = _loss_chunks(config)
 
   dyn_frame_mask = dyn.frame_mask[:, offset:]
   if batch.dynamics_start is None:
     # Encode every frame of both segments in a single encoder call.
     obs = jnp.concatenate([dyn.obs[:, offset:].reshape((-1,) + FRAME_SHAPE), rew.obs.reshape((-1,) + FRAME_SHAPE)])
     frame_mask = jnp.concatenate([dyn_frame_mask.reshape(-1), rew.frame_mask.reshape(-1)])
-    states = encode(params, obs, config, frame_mask)
+    states = encode(params, obs, config, frame_mask, chunks)
     s = states.shape[1:]
     dyn_states = states[:b * (n + p)].reshape((b, n + p) + s)
     rew_states = states[b * (n + p):].reshape((b, t_rew + 1) + s)
   else:
     # The dynamics window lies inside the reward/end segment: one encoder pass over its frames serves both.
-    rew_states = encode(params, rew.obs, config, rew.frame_mask)
+    rew_states = encode(params, rew.obs, config, rew.frame_mask, chunks)
     dyn_states = jax.vmap(lambda row, s: jax.lax.dynamic_slice_in_dim(row, s, n + p, axis=0))(
         rew_states, batch.dynamics_start + offset)
 
   k_dyn = jax.random.fold_in(key, 0)
   loss_dyn, metrics = dynamics_loss(params, dyn_states, dyn.act[:, offset:offset + n + p - 1],
-                                    dyn.mask[:, offset + n - 1:], k_dyn, config)
-  loss_rew_end, rew_metrics = rew_end_loss(params, rew_states, rew, config)
+                                    dyn.mask[:, offset + n - 1:], k_dyn, config, chunks)
+  loss_rew_end, rew_metrics = rew_end_loss(params, rew_states, rew, config, chunks)
   loss = loss_dyn + loss_rew_end
   metrics.update(rew_metrics)
   metrics["loss_total"] = loss

@@ -496,24 +496,43 @@ def test_shared_dynamics_start_ends_windows_on_real_steps():
 
 @pytest.mark.after_suite
 @pytest.mark.parametrize("kind", ["jedi", "diamond"])
-def test_remat_gives_the_same_loss_and_gradients(kind):
-  """Same loss and gradients with and without `wm.remat`, in float64 (in float32 the encoder's stage-0 bias
-  gradients, sums of ~1e5 terms, come out ~0.2% apart when the recomputed blocks sum them in another order)."""
+def test_remat_and_loss_chunks_give_the_same_loss_and_gradients(kind):
+  """`wm.remat` and `wm.loss_chunks` (3 pieces: neither the frame count nor the batch is a multiple of 3, so the
+  padding is exercised) each give the loss and gradients of the plain program, in float64 (in float32 the
+  encoder's stage-0 bias gradients, sums of ~1e5 terms, come out ~0.2% apart in another summation order)."""
   base = wm_config(kind)
-  remat = wm_config(kind, **{"wm.remat": True})
   batch = make_batch(base)
   key = jax.random.PRNGKey(2)
   with jax.enable_x64(True):
     params = jax.tree.map(lambda v: v.astype(jnp.float64),
                           _move_zero_init(wm.init_world_model(base, NUM_ACTIONS, jax.random.PRNGKey(0))))
+    (loss, _), grads = _loss_and_grads(base)(params, batch, key)
+    assert jax.tree.leaves(grads)[0].dtype == jnp.float64
+    for option in ({"wm.remat": True}, {"wm.loss_chunks": 3}):
+      (loss_o, _), grads_o = _loss_and_grads(wm_config(kind, **option))(params, batch, key)
+      assert float(loss_o) == pytest.approx(float(loss), rel=1e-12), option
+      _assert_trees_close(grads_o, grads, rtol=1e-10)
     # The rematerialised loss carries checkpoints (one per residual block); the plain one none.
     count = lambda c: str(jax.make_jaxpr(lambda prm: wm.world_model_loss(prm, batch, key, c))(params)).count(" remat")  # noqa: E731,E501
-    assert count(base) == 0 and count(remat) >= 4
-    (loss, metrics), grads = _loss_and_grads(base)(params, batch, key)
-    (loss_r, metrics_r), grads_r = _loss_and_grads(remat)(params, batch, key)
-    assert jax.tree.leaves(grads)[0].dtype == jnp.float64
-    assert float(loss_r) == pytest.approx(float(loss), rel=1e-12)
-    _assert_trees_close(grads_r, grads, rtol=1e-10)
+    assert count(base) == 0 and count(wm_config(kind, **{"wm.remat": True})) >= 4
+
+
+def test_chunked_encoder_gradient_needs_less_memory():
+  """The encoder's gradient over 4 rematerialised pieces of the frames (`world_model.chunked`) compiles to
+  less than half the temporary memory of one pass on XLA:CPU, where per-block remat saves nothing."""
+  frames = jax.ShapeDtypeStruct((16, 64, 64, 3), jnp.uint8)
+
+  def temp_bytes(chunks, remat=False):
+    config = frozen_tiny_config(**{"wm.kind": "jedi", "wm.remat": remat, "wm.encoder_patch": 1,
+                                   "wm.encoder_channels": (16, 16), "wm.encoder_depths": (3, 1),
+                                   "wm.encoder_down": (1, 1)})
+    params = wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0))
+    loss = lambda p, x: jnp.sum(wm.encode(p, x, config, chunks=chunks) ** 2)  # noqa: E731
+    return jax.jit(jax.grad(loss)).lower(params, frames).compile().memory_analysis().temp_size_in_bytes
+
+  one = temp_bytes(1)
+  assert temp_bytes(4) < 0.5 * one
+  assert temp_bytes(1, remat=True) >= 0.9 * one   # the XLA:CPU fact docs/benchmarks.md reports
 
 
 def test_efficiency_switch_errors_are_one_line():
@@ -530,6 +549,10 @@ def test_efficiency_switch_errors_are_one_line():
   d["wm"]["remat"] = False
   d["wm"]["rew_end_next_state"] = 0
   with pytest.raises(ValueError, match=r"^wm.rew_end_next_state must be true or false, got 0$"):
+    config_lib.validate(config_lib.ml_collections.ConfigDict(d))
+  d["wm"]["rew_end_next_state"] = True
+  d["wm"]["loss_chunks"] = 0
+  with pytest.raises(ValueError, match=r"^wm.loss_chunks must be an integer >= 1, got 0$"):
     config_lib.validate(config_lib.ml_collections.ConfigDict(d))
 
 
