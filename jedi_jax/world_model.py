@@ -140,11 +140,6 @@ def _remat(config) -> bool:
   return config_lib.added_field(config, "wm", "remat")
 
 
-def _loss_chunks(config) -> int:
-  """`wm.loss_chunks`: pieces the world-model loss runs each network's batch in (`chunked`)."""
-  return config_lib.added_field(config, "wm", "loss_chunks")
-
-
 def chunked(fn, chunks: int, *args):
   """`fn(*args)` with every arg split along axis 0 into `chunks` pieces run one after another in a loop, each
   rematerialised (`jax.lax.map` of `jax.checkpoint(fn)`; padded to a multiple of `chunks`, cropped after).
@@ -158,7 +153,8 @@ def chunked(fn, chunks: int, *args):
   size = -(-n // chunks)
   pad = lambda a: jnp.pad(a, [(0, size * chunks - n)] + [(0, 0)] * (a.ndim - 1))  # noqa: E731
   pieces = [pad(a).reshape((chunks, size) + a.shape[1:]) for a in args]
-  out = jax.lax.map(lambda xs: jax.checkpoint(fn)(*xs), tuple(pieces))
+  body = jax.checkpoint(fn)
+  out = jax.lax.map(lambda xs: body(*xs), tuple(pieces))
   return jax.tree.map(lambda o: o.reshape((chunks * size,) + o.shape[2:])[:n], out)
 
 
@@ -527,7 +523,7 @@ def world_model_loss(params, batch: WorldModelBatch, key: jax.Array, config):
   t_rew = rew.act.shape[1]
   offset = t_dyn + 1 - (n + p)
   assert offset >= 0, f"dynamics segment of {t_dyn} steps is too short for {n} + {p}"
-  chunks = _loss_chunks(config)
+  chunks = config_lib.added_field(config, "wm", "loss_chunks")   # pieces per network call (`chunked`)
 
   dyn_frame_mask = dyn.frame_mask[:, offset:]
   if batch.dynamics_start is None:
