@@ -34,3 +34,22 @@ def test_committed_runs_match_the_preset(preset):
     diff = [f"{k}: preset {want.get(k)!r}, run {got.get(k)!r}" for k in sorted(set(want) | set(got))
             if want.get(k) != got.get(k)]
     assert not diff, f"{path}: made with other settings than --preset={preset}: {diff}"
+
+
+def test_every_committed_record_hashes_to_its_config():
+  """`results.json`'s `config_hash` is the hash of the `config.json` beside it, in every committed run: a
+  config field renamed in the code and in the records (07bfe00) must update the recorded hash too, or a reader
+  cannot tell a record's settings from its hash."""
+  paths = sorted(glob.glob(os.path.join(ROOT, "**", "results.json"), recursive=True))
+  checked, wrong = 0, []
+  for path in paths:
+    config_path = os.path.join(os.path.dirname(path), "config.json")
+    if not os.path.exists(config_path):
+      continue
+    recorded = json.load(open(path))["config_hash"]
+    actual = config_lib.config_hash(json.load(open(config_path)))
+    checked += 1
+    if recorded != actual:
+      wrong.append(f"{os.path.relpath(path, ROOT)}: {recorded} recorded, {actual} from config.json")
+  assert checked >= 5, checked
+  assert not wrong, wrong
