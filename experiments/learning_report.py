@@ -131,8 +131,8 @@ def plot_run(rows: list[dict], test_scores: list[float], random_score: float, un
   ax.set(xlabel="world-model updates", ylabel="reward / end heads", ylim=(-0.05, 1.05))
   ax.legend(fontsize=6, ncol=2)
   ax = axes[2, 1]
-  for key in ("wm/action_sensitivity", "wm/action_sensitivity_reward", "wm/latent_std", "wm/sampled_latent_std",
-              "wm/sample_error"):
+  for key in ("wm/action_sensitivity", "wm/action_sensitivity_reward", "wm/action_error_gain",
+              "wm/latent_std", "wm/sampled_latent_std", "wm/sample_error"):
     ax.plot(*_series(rows, "wm_updates", key), lw=1, label=key[3:])
   ax.set(xlabel="world-model updates", ylabel="world-model probe")
   ax.legend(fontsize=6)

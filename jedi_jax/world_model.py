@@ -569,6 +569,10 @@ def probe_world_model(wm_params, segment: Segment, key: jax.Array, config) -> di
                            context and sampler noise (about 0: the dynamics ignore actions)
     action_sensitivity_reward  total-variation distance of the reward distributions after (a, sample(a))
                            and (a', sample(a')), same context (about 0: the reward model ignores actions)
+    action_error_gain      RMS(sample(a') - true next) / RMS(sample(a) - true next) - 1, same a', context and
+                           noise: > 0 when the action taken predicts the true next state better than another
+                           (the dynamics use the action as the game does), about 0 when they ignore it or use it
+                           as noise
     sampled_saturated_frac / latent_saturated_frac (jedi): fraction of |z| >= 0.95 * 3
   """
   k = config.wm.num_cond
@@ -605,6 +609,9 @@ def probe_world_model(wm_params, segment: Segment, key: jax.Array, config) -> di
       "sample_error": jnp.sqrt(diagnostics.masked_mean(per_sample(sample - true_next), weight)) / spread,
       "action_sensitivity": jnp.sqrt(jnp.mean(per_sample(sample - sample_alt))) / spread,
       "action_sensitivity_reward": jnp.mean(tv),
+      "action_error_gain": jnp.sqrt(diagnostics.masked_mean(per_sample(sample_alt - true_next), weight)
+                                    / jnp.maximum(diagnostics.masked_mean(per_sample(sample - true_next), weight),
+                                                  1e-12)) - 1.0,
   }
   if model_kind(config).has_encoder:
     limit = diagnostics.SATURATION * LATENT_CLAMP

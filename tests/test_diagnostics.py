@@ -106,7 +106,20 @@ def test_probe_action_sensitivity(monkeypatch, scale):
     spread = float(jnp.std(cond))
     ratio = float(probe["action_sensitivity"]) * spread / scale
     assert 1.0 - 1e-5 <= ratio <= NUM_ACTIONS - 1 + 1e-5   # float rounding of the two spreads
+    # The stub's sample is scale * (a + 1) everywhere, for the taken and for the other action: the gain from
+    # the encoded true next state, computed here in numpy with the probe's own choice of a'.
+    true_next = np.asarray(wm.encode(params, segment.obs, config, segment.frame_mask)[:, k], np.float64)
+    taken = np.asarray(segment.act[:, -1], np.int64)
+    key_alt = jax.random.split(jax.random.PRNGKey(1))[0]
+    alt = (taken + np.asarray(jax.random.randint(key_alt, (len(taken),), 1, NUM_ACTIONS))) % NUM_ACTIONS
+    err = lambda a: np.mean(np.square(scale * (a[:, None] + 1.0) - true_next.reshape(len(a), -1)), axis=1)
+    w = np.asarray(segment.mask[:, -1], np.float64)
+    want = np.sqrt(np.sum(w * err(alt)) / np.sum(w * err(taken))) - 1.0
+    np.testing.assert_allclose(float(probe["action_error_gain"]), want, rtol=1e-4, atol=1e-6)
+  if scale == 0.0:
+    assert abs(float(probe["action_error_gain"])) < 1e-6
   for key in ("sampled_latent_std", "sample_error", "action_sensitivity", "action_sensitivity_reward",
+              "action_error_gain",
               "sampled_saturated_frac", "latent_saturated_frac"):
     assert key in probe
 
