@@ -33,7 +33,8 @@ def test_values_and_gradients_match_xla(kernel):
 
 
 @pytest.mark.parametrize("strides,padding", [((1, 1), ((1, 1), (1, 1))), ((2, 2), ((1, 1), (1, 1))),
-                                             ((2, 1), ((0, 1), (2, 0)))])
+                                             ((2, 1), ((0, 1), (2, 0))), ((1, 1), ((0, 2), (2, 1))),
+                                             ((1, 1), ((0, 0), (0, 0)))])
 def test_looped_and_unrolled_weight_gradients_agree_with_a_python_loop(strides, padding):
   rng = np.random.default_rng(1)
   sh, sw = strides

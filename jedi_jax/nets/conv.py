@@ -98,6 +98,8 @@ def weight_grad(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int], *, loop
   n, _, _, c = x.shape
   _, ho, wo, o = dy.shape
   xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  if (sh, sw) == (1, 1):
+    return _weight_grad_flat(xp, dy, kernel_hw, looped=looped)
   span_h, span_w = sh * (ho - 1) + 1, sw * (wo - 1) + 1  # rows/cols of xp one tap's window covers
 
   def window(block):
@@ -112,6 +114,38 @@ def weight_grad(x: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int], *, loop
     return dw.at[k].set(jnp.einsum("nhwc,nhwo->co", window(block), dy))
 
   dw = jnp.zeros((kh * kw, c, o), jnp.result_type(x, dy))
+  return jax.lax.fori_loop(0, kh * kw, tap, dw).reshape(kh, kw, c, o)
+
+
+def _weight_grad_flat(xp: jax.Array, dy: jax.Array, kernel_hw: tuple[int, int], *, looped: bool) -> jax.Array:
+  """`weight_grad` of a stride-1 convolution, from the padded input xp [N, Hp, Wp, C] (Hp = H' + kh - 1,
+  Wp = W' + kw - 1): each tap's window is one contiguous run of rows of xp flattened to [N * Hp * Wp, C].
+
+  With dy zero-padded to [N, Hp, Wp, O] and flattened alike, the output gradient at flat position p (image n,
+  row h, column w) meets the input at p + i * Wp + j for tap (i, j): that is xp[n, h + i, w + j] wherever dy is
+  not a padding zero (h < H', w < W'), and where it is, the product is 0. So tap (i, j) is the product of the
+  rows [off, off + L) of the flat input with the first L rows of the flat gradient, off = i * Wp + j,
+  L = N * Hp * Wp - (kh - 1) * Wp - (kw - 1). A contiguous slice costs XLA:CPU a plain block copy at most,
+  where the 4-D window of `weight_grad`'s general form is a strided gather (~60% of a small world-model update's
+  time, `experiments/profile_cpu.py`). The price: dy's padding, (Hp * Wp) / (H' * W') more products.
+  """
+  kh, kw = kernel_hw
+  n, hp, wp, c = xp.shape
+  o = dy.shape[-1]
+  flat_x = xp.reshape(n * hp * wp, c)
+  flat_dy = jnp.pad(dy, ((0, 0), (0, hp - dy.shape[1]), (0, wp - dy.shape[2]), (0, 0))).reshape(n * hp * wp, o)
+  length = n * hp * wp - (kh - 1) * wp - (kw - 1)
+  flat_dy = flat_dy[:length]
+
+  if not looped:
+    taps = [flat_x[i * wp + j:i * wp + j + length] for i in range(kh) for j in range(kw)]
+    return jnp.stack([t.T @ flat_dy for t in taps]).reshape(kh, kw, c, o)
+
+  def tap(k, dw):
+    rows = jax.lax.dynamic_slice_in_dim(flat_x, (k // kw) * wp + k % kw, length)
+    return dw.at[k].set(rows.T @ flat_dy)
+
+  dw = jnp.zeros((kh * kw, c, o), jnp.result_type(xp, dy))
   return jax.lax.fori_loop(0, kh * kw, tap, dw).reshape(kh, kw, c, o)
 
 
