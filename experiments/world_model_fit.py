@@ -98,8 +98,8 @@ def main(argv):
            "train_loss_denoising": float(train_metrics["loss_denoising"]),
            "train_loss_rew": float(train_metrics["loss_rew"]),
            **{k: v for k, v in m.items() if any(s in k for s in (
-               "loss_rew", "loss_end", "recall", "precision", "action_sensitivity", "action_error_gain", "latent_std",
-               "sample_error"))}}
+               "loss_rew", "loss_end", "recall", "precision", "action_sensitivity", "action_error_gain",
+               "latent_std", "sample_error"))}}
     rows.append(row)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     if _OUT.value:

@@ -604,14 +604,14 @@ def probe_world_model(wm_params, segment: Segment, key: jax.Array, config) -> di
 
   probs, probs_alt = jax.vmap(reward_probs)(jnp.stack([sample, sample_alt]), both_actions)
   tv = 0.5 * jnp.sum(jnp.abs(probs - probs_alt), axis=-1)
+  error = diagnostics.masked_mean(per_sample(sample - true_next), weight)
+  error_alt = diagnostics.masked_mean(per_sample(sample_alt - true_next), weight)
   out = {
       "sampled_latent_std": diagnostics.masked_std(sample, weight),
-      "sample_error": jnp.sqrt(diagnostics.masked_mean(per_sample(sample - true_next), weight)) / spread,
+      "sample_error": jnp.sqrt(error) / spread,
       "action_sensitivity": jnp.sqrt(jnp.mean(per_sample(sample - sample_alt))) / spread,
       "action_sensitivity_reward": jnp.mean(tv),
-      "action_error_gain": jnp.sqrt(diagnostics.masked_mean(per_sample(sample_alt - true_next), weight)
-                                    / jnp.maximum(diagnostics.masked_mean(per_sample(sample - true_next), weight),
-                                                  1e-12)) - 1.0,
+      "action_error_gain": jnp.sqrt(error_alt / jnp.maximum(error, 1e-12)) - 1.0,
   }
   if model_kind(config).has_encoder:
     limit = diagnostics.SATURATION * LATENT_CLAMP
