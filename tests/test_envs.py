@@ -280,3 +280,21 @@ def test_reward_density_counts_the_sign_of_each_rewarded_step():
   assert counts["steps"] >= 600 and counts["steps"] % c.env.num_envs == 0
   assert counts["positive"] == 0 and 0 < counts["negative"] < counts["steps"]
   assert counts["num_actions"] == 6
+
+
+@pytest.mark.parametrize("backend", ["envpool", "ale"])
+def test_an_action_shows_in_the_next_frame(backend):
+  """No off-by-one between an action and the frame it produces (the replay pairs a frame with the action
+  taken on it, `train.transition`): in Boxing the white boxer moves right under RIGHT and left under LEFT
+  from the first frame after the action (~1.5 pixels of 64 per agent step)."""
+  right, left = 3, 4                               # Boxing's minimal action set: NOOP, FIRE, UP, RIGHT, LEFT, ...
+  actions = np.array([[right]] * 8 + [[left]] * 8, np.int32)
+  with envs.make_env("Boxing", 1, 0, train=True, backend=backend) as env:
+    obs0, out = scan_rollout(env, "xla", actions)
+  frames = np.concatenate([obs0[None], out.obs], axis=0)[:, 0].astype(np.int32)   # [T + 1, 64, 64, 3]
+  white = frames.min(axis=-1) > 200
+  x = np.array([np.nonzero(w)[1].mean() for w in white])
+  dx = np.diff(x)                                  # dx[t]: frame t -> t + 1, produced by actions[t]
+  assert (dx[:8] > 0.5).all() or (dx[:6] > 0.5).all(), dx   # RIGHT moves right at once (the ring's edge may stop it)
+  assert dx[8] < -0.2 and (dx[9:14] < -0.5).all(), dx   # the first LEFT already moves left (partly: the
+                                                          # max-pool of the last two frames): no lag of a step
