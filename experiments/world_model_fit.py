@@ -2,7 +2,8 @@ r"""Can the world model learn a game's rewards? World-model updates alone on a r
 
 Collects `--steps` agent steps with the random policy (epsilon 1) into a replay, then runs world-model
 updates only, and every `--every` updates scores the reward/end heads on fresh replay segments (recall and
-precision per reward class, `jedi_jax.diagnostics`) and probes the dynamics (`train.probe_world_model`).
+precision per reward class, `jedi_jax.diagnostics`) and probes the dynamics (`train.probe_world_model`, averaged
+over `--probe_batches` batches, with its standard error: one batch is too noisy to rank settings by).
 No actor-critic: this isolates the world model, the first suspect when an agent does not learn.
 
   python -m experiments.world_model_fit --preset=catch --updates=600 --every=100
@@ -29,6 +30,9 @@ _UPDATES = flags.DEFINE_integer("updates", 600, "World-model updates.", lower_bo
 _EVERY = flags.DEFINE_integer("every", 100, "Updates between evaluations.", lower_bound=1)
 _EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 8, "Reward/end segment batches per evaluation.",
                                      lower_bound=1)
+_PROBE_BATCHES = flags.DEFINE_integer(
+    "probe_batches", 8, "Batches of `run.probe_batch_size` segments the dynamics probes average over per evaluation "
+    "(their standard error is written beside each as `<name>_se`).", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the envs, the parameters and the sampling.")
 _OUT = flags.DEFINE_string("out", None, "JSON-lines file for the evaluations.")
 _CONFIG = config_flags.DEFINE_config_dict("config", config_lib.catch(), "Overrides: --config.optim.lr=1e-3.")
@@ -80,7 +84,11 @@ def main(argv):
     metrics = jax.vmap(one)(jax.random.split(key, _EVAL_BATCHES.value))
     metrics = {k: (v.sum(0) if "count" in k or "hits" in k or "predicted" in k else v.mean(0))
                for k, v in metrics.items()}
-    metrics.update(train.probe_world_model(state, cfg))
+    probes = jax.vmap(lambda k: train.probe_world_model(state.replace(key=k), cfg))(
+        jax.random.split(jax.random.fold_in(key, 1), _PROBE_BATCHES.value))
+    for name, v in probes.items():
+      metrics[name] = v.mean()
+      metrics[name + "_se"] = v.std() / np.sqrt(max(v.shape[0] - 1, 1))
     return metrics
 
   rows = []

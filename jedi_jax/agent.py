@@ -112,6 +112,11 @@ def actor_critic_loss(ac_params, trajectory: Trajectory, config, ac_updates: jax
       # Compare with collect/reward_rate_{pos,neg}: an agent cannot learn from rewards it never imagines.
       "imagined_reward_rate_pos": (trajectory.rewards > 0).astype(jnp.float32).mean(),
       "imagined_reward_rate_neg": (trajectory.rewards < 0).astype(jnp.float32).mean(),
+      # The first imagined step starts from real states: near the real rates there and ~0 later says that the
+      # imagined states drift away from what the reward model fires on; ~0 there too, that one sampled step
+      # (or the policy's choice) already misses the rewarding event.
+      "imagined_reward_rate_first_pos": (trajectory.rewards[0] > 0).astype(jnp.float32).mean(),
+      "imagined_reward_rate_first_neg": (trajectory.rewards[0] < 0).astype(jnp.float32).mean(),
       "imagined_end_rate": trajectory.ends.astype(jnp.float32).mean(),
       "lambda_return": returns.mean(),
       "value": values.mean(),

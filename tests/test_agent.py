@@ -116,6 +116,13 @@ def test_loss_terms_follow_diamond():
   np.testing.assert_allclose(m["loss_values"], want_values, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(m["loss_entropy"], want_entropy, rtol=1e-4, atol=1e-8)
   np.testing.assert_allclose(loss, want_actions + want_values + want_entropy, rtol=1e-4, atol=1e-6)
+  # The reward-rate diagnostics, on rewards of both signs whose first step differs from the rest.
+  rewards = np.random.default_rng(0).integers(-1, 2, np.shape(traj.rewards)).astype(np.float32)   # [H, B]
+  rewards[0] = [1, 1, -1]
+  _, m = agent.actor_critic_loss(ac_params, traj.replace(rewards=jnp.asarray(rewards)), config)
+  for sign, name in ((1, "pos"), (-1, "neg")):
+    np.testing.assert_allclose(m[f"imagined_reward_rate_{name}"], np.mean(rewards * sign > 0), rtol=1e-6)
+    np.testing.assert_allclose(m[f"imagined_reward_rate_first_{name}"], np.mean(rewards[0] * sign > 0), rtol=1e-6)
 
 
 @pytest.mark.slow

@@ -229,7 +229,8 @@ def test_results_and_load_run(reference):
   trained = [r for r in rows if "wm/loss" in r]
   for key in ("wm/action_sensitivity", "wm/action_sensitivity_reward", "wm/action_error_gain",
               "wm/sampled_latent_std", "wm/latent_std", "wm/sample_error", "wm/rew_count_zero", "wm/end_count",
-              "ac/imagined_reward_rate_pos", "ac/imagined_reward_rate_neg"):
+              "ac/imagined_reward_rate_pos", "ac/imagined_reward_rate_neg", "ac/imagined_reward_rate_first_pos",
+              "ac/imagined_reward_rate_first_neg"):
     assert trained and all(key in r and np.isfinite(r[key]) for r in trained), key
   assert all("collect/reward_rate_pos" in r and "collect/reward_rate_neg" in r
              for r in rows if "collect/games_finished" in r)
