@@ -9,7 +9,8 @@ inside loops"):
   * weight gradient: one contraction of the shifted input with the output gradient per kernel tap; at stride 1
     each tap's window is a contiguous run of rows of the flattened padded input (`_weight_grad_flat`), which
     XLA:CPU reads without the strided copy the 4-D window needs. For small inputs the taps are unrolled.
-    Unrolled, XLA:CPU keeps every tap's shifted copy of the input alive, which made the paper-size batch-32 world-model update ask for a 30.7 GB buffer; above
+    Unrolled, XLA:CPU keeps every tap's shifted copy of the input alive, which made the paper-size batch-32
+    world-model update ask for a 30.7 GB buffer; above
     `LOOP_TAPS_ABOVE_BYTES` per input the taps run in a `fori_loop`, one shifted copy at a time (13.5 GB).
   * input gradient: for stride 1 and SAME padding, a forward convolution of the output gradient with the
     flipped, transposed kernel; otherwise (the stride-2 Downsample) XLA's own, which stays fast in loops.
