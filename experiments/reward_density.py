@@ -5,9 +5,15 @@ A world model can only learn to predict the rewards the replay holds, and the fi
 (`schedule.initial_steps`): a game whose random play is almost never rewarded leaves the reward model nothing
 to learn at first, and imagination then gives the policy no signal. For each game this steps the preset's
 training envs (life loss ends an episode, as in training) with uniform random actions and counts the steps
-with a positive and with a negative reward (`jedi_jax.diagnostics.random_reward_counts`):
+with a positive and with a negative reward (`jedi_jax.diagnostics.random_reward_counts`).
+
+Rewards alone are not enough: the policy learns from imagined rewards only where they depend on its actions.
+`--max_lag=L` also measures, from the same steps, how many bits the action taken 0..L steps before tells about
+the sign of the reward (`jedi_jax.diagnostics.action_reward_information`), with the value expected by chance:
 
   python -m experiments.reward_density --preset=atari_cpu --steps=2000 --json=results/atari_cpu/reward_density.json
+  python -m experiments.reward_density --preset=atari_cpu --steps=8000 --max_lag=3 \
+      --json=results/atari_cpu/action_reward.json
 """
 
 from __future__ import annotations
@@ -23,8 +29,11 @@ _GAMES = flags.DEFINE_list("games", None, "Games (default: the 26 Atari100k game
 _PRESET = flags.DEFINE_string("preset", "atari_cpu", "Preset whose env settings to use.")
 _STEPS = flags.DEFINE_integer("steps", 2000, "Random agent steps per game (over the preset's train envs).",
                               lower_bound=1)
+_MAX_LAG = flags.DEFINE_integer("max_lag", -1, "Also measure the information between the action taken 0..max_lag "
+                                "steps before and the reward's sign (-1: not measured).", lower_bound=-1)
 _SEED = flags.DEFINE_integer("seed", 0, "Env and action seed.")
-_JSON = flags.DEFINE_string("json", None, "Write {game: {steps, positive, negative, num_actions}} here.")
+_JSON = flags.DEFINE_string("json", None,
+                            "Write {game: {steps, positive, negative, num_actions[, action_reward]}} here.")
 
 
 def main(argv):
@@ -37,15 +46,23 @@ def main(argv):
   for game in games:
     envs.check_game(game, backend)
   table = {}
-  print("| game | actions | rewarded steps (+ / -) per 1,000 random steps |\n|---|---|---|")
+  lags = range(_MAX_LAG.value + 1)
+  info_head = "".join(f" I(a[t-{lag}]; r[t]) mbit |" for lag in lags)
+  print(f"| game | actions | rewarded steps (+ / -) per 1,000 random steps |{info_head} chance mbit |\n"
+        f"|---|---|---|{'---|' * (len(lags) + bool(lags))}")
   for game in games:
     config = config_lib.get_config(_PRESET.value)
     config.game, config.seed = game, _SEED.value
     t0 = time.time()
-    table[game] = counts = diagnostics.random_reward_counts(config_lib.freeze(config), _STEPS.value, _SEED.value)
+    table[game] = counts = diagnostics.random_reward_counts(config_lib.freeze(config), _STEPS.value, _SEED.value,
+                                                            max_lag=_MAX_LAG.value)
     per_k = 1000 / counts["steps"]
+    info = counts.get("action_reward", [])
+    info_cols = "".join(f" {1000 * row['bits']:.1f} |" for row in info)
+    chance = f" {1000 * info[0]['bias_bits']:.1f} |" if info else ""
     print(f"| {game} | {counts['num_actions']} | {(counts['positive'] + counts['negative']) * per_k:.1f} "
-          f"({counts['positive'] * per_k:.1f} / {counts['negative'] * per_k:.1f}) |  ({time.time() - t0:.0f} s)")
+          f"({counts['positive'] * per_k:.1f} / {counts['negative'] * per_k:.1f}) |{info_cols}{chance}  "
+          f"({time.time() - t0:.0f} s)", flush=True)
   if _JSON.value:
     os.makedirs(os.path.dirname(_JSON.value) or ".", exist_ok=True)
     with open(_JSON.value, "w") as f:

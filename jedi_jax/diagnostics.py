@@ -109,9 +109,10 @@ def masked_std(x: jax.Array, weight: jax.Array) -> jax.Array:
 # Host-side helpers: they live here, not in the launchers, so that tests and users import them without
 # defining absl flags.
 
-def random_reward_counts(config, steps: int, seed: int) -> dict:
+def random_reward_counts(config, steps: int, seed: int, max_lag: int = -1) -> dict:
   """Steps `config.game`'s training envs with uniform random actions for at least `steps` agent steps in
-  all; returns {"steps", "positive", "negative", "num_actions"}: how many steps were rewarded with each sign.
+  all; returns {"steps", "positive", "negative", "num_actions"}: how many steps were rewarded with each sign,
+  and with `max_lag` >= 0 also "action_reward": `action_reward_information` of those steps.
 
   A world model learns to predict only the rewards its replay holds, and the first replay is random play:
   a game whose random play is rarely rewarded gives a small budget little to learn from."""
@@ -120,14 +121,59 @@ def random_reward_counts(config, steps: int, seed: int) -> dict:
   env = loop.make_train_env(config)
   rng = np.random.default_rng(seed)
   env.reset()
-  positive = negative = done = 0
+  actions, rewards = [], []
+  done = 0
   while done < steps:
-    _, reward, _, _, _ = env.step(rng.integers(0, env.num_actions, size=env.num_envs).astype(np.int32))
-    reward = np.asarray(reward)
-    positive += int(np.sum(reward > 0))
-    negative += int(np.sum(reward < 0))
+    action = rng.integers(0, env.num_actions, size=env.num_envs).astype(np.int32)
+    _, reward, _, _, _ = env.step(action)
+    actions.append(action)
+    rewards.append(np.sign(np.asarray(reward)).astype(np.int32))
     done += env.num_envs
-  return {"steps": done, "positive": positive, "negative": negative, "num_actions": int(env.num_actions)}
+  rewards = np.stack(rewards)
+  out = {"steps": done, "positive": int(np.sum(rewards > 0)), "negative": int(np.sum(rewards < 0)),
+         "num_actions": int(env.num_actions)}
+  if max_lag >= 0:
+    out["action_reward"] = action_reward_information(np.stack(actions), rewards, env.num_actions, max_lag)
+  return out
+
+
+def action_reward_information(actions, reward_signs, num_actions: int, max_lag: int) -> list[dict]:
+  """How much the action taken `lag` steps before tells about the sign of a reward, under a random policy.
+
+  actions, reward_signs [T, E] (time first, one column per env; signs in {-1, 0, 1}). For lag = 0..max_lag,
+  pairs (a_{t - lag}, sign r_t) within each column; returns per lag {"lag", "bits": the plug-in mutual
+  information I(a; sign r) in bits, "bias_bits": its expected value when the two are independent (Miller and
+  Madow: (A - 1)(S - 1) / (2 N ln 2), S the reward signs seen), "reward_bits": the entropy of sign r,
+  "positive_rate" and "negative_rate": P(sign r_t = +-1 | a_{t - lag} = a) per action a}.
+
+  With a uniform random policy the actions are independent of the past, so an information above the bias is
+  the action's own effect on the reward `lag` steps later: the part of the reward a one-step model of
+  (state, action) -> reward can attribute to the action. Pairs across an episode boundary dilute it, they do
+  not bias it. A game where it is large at a short lag (CrazyClimber) gives imagination an action-dependent
+  reward even before the dynamics follow the action; where it is ~0 the policy learns only through the
+  dynamics (docs/results.md, "Atari on this CPU").
+  """
+  import numpy as np
+  actions, reward_signs = np.asarray(actions), np.asarray(reward_signs)
+  table = []
+  for lag in range(max_lag + 1):
+    a = actions[:actions.shape[0] - lag].ravel()
+    r = reward_signs[lag:].ravel() + 1                       # 0, 1, 2
+    joint = np.zeros((num_actions, 3))
+    np.add.at(joint, (a, r), 1.0)
+    n = joint.sum()
+    p = joint / n
+    pa, pr = p.sum(axis=1, keepdims=True), p.sum(axis=0, keepdims=True)
+    nz = p > 0
+    bits = float(np.sum(p[nz] * np.log2(p[nz] / (pa @ pr)[nz])))
+    seen_signs = int(np.sum(pr > 0))
+    per_action = joint / np.maximum(joint.sum(axis=1, keepdims=True), 1.0)
+    table.append({
+        "lag": lag, "bits": bits,
+        "bias_bits": (num_actions - 1) * (seen_signs - 1) / (2 * n * np.log(2)),
+        "reward_bits": float(-np.sum(pr[pr > 0] * np.log2(pr[pr > 0]))),
+        "positive_rate": per_action[:, 2].tolist(), "negative_rate": per_action[:, 0].tolist()})
+  return table
 
 
 def rewarded_rows(replay, num_cond: int, sign: int, max_rows: int, rng) -> list[tuple[int, int]]:
