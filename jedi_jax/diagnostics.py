@@ -109,13 +109,18 @@ def masked_std(x: jax.Array, weight: jax.Array) -> jax.Array:
 # Host-side helpers: they live here, not in the launchers, so that tests and users import them without
 # defining absl flags.
 
-def random_reward_counts(config, steps: int, seed: int, max_lag: int = -1) -> dict:
+def reward_counts(config, steps: int, seed: int, max_lag: int = -1,
+                         cycle: tuple[int, ...] | None = None) -> dict:
   """Steps `config.game`'s training envs with uniform random actions for at least `steps` agent steps in
   all; returns {"steps", "positive", "negative", "num_actions"}: how many steps were rewarded with each sign,
   and with `max_lag` >= 0 also "action_reward": `action_reward_information` of those steps.
 
   A world model learns to predict only the rewards its replay holds, and the first replay is random play:
-  a game whose random play is rarely rewarded gives a small budget little to learn from."""
+  a game whose random play is rarely rewarded gives a small budget little to learn from.
+
+  `cycle` replaces the random policy by a fixed sequence of action indices repeated in every env (CrazyClimber
+  pays UP x3, DOWN x3 more than random play, DOWN alone nothing): does a pattern pay, and what a policy that
+  learnt only part of it would score."""
   import numpy as np
   from jedi_jax import loop   # pylint: disable=import-outside-toplevel  (loop imports this module)
   env = loop.make_train_env(config)
@@ -123,8 +128,13 @@ def random_reward_counts(config, steps: int, seed: int, max_lag: int = -1) -> di
   env.reset()
   actions, rewards = [], []
   done = 0
+  if cycle is not None and not all(0 <= a < env.num_actions for a in cycle):
+    raise ValueError(f"{config.game} has actions 0..{env.num_actions - 1}; cycle {list(cycle)} is out of range")
   while done < steps:
-    action = rng.integers(0, env.num_actions, size=env.num_envs).astype(np.int32)
+    if cycle:
+      action = np.full(env.num_envs, cycle[len(actions) % len(cycle)], np.int32)
+    else:
+      action = rng.integers(0, env.num_actions, size=env.num_envs).astype(np.int32)
     _, reward, _, _, _ = env.step(action)
     actions.append(action)
     rewards.append(np.sign(np.asarray(reward)).astype(np.int32))

@@ -270,16 +270,30 @@ def test_stochastic_frameskip():
 
 
 def test_reward_density_counts_the_sign_of_each_rewarded_step():
-  """diagnostics.random_reward_counts (experiments/reward_density.py): Pong pays the random player only -1s (it never scores), and counts cover
-  every env step."""
+  """diagnostics.reward_counts (experiments/reward_density.py): Pong pays the random player only -1s (it never
+  scores), and counts cover every env step."""
   from jedi_jax import diagnostics
   from jedi_jax import config as config_lib
   c = config_lib.get_config("atari_cpu")
   c.game = "Pong"
-  counts = diagnostics.random_reward_counts(config_lib.freeze(c), 600, seed=0)
+  counts = diagnostics.reward_counts(config_lib.freeze(c), 600, seed=0)
   assert counts["steps"] >= 600 and counts["steps"] % c.env.num_envs == 0
   assert counts["positive"] == 0 and 0 < counts["negative"] < counts["steps"]
   assert counts["num_actions"] == 6
+
+
+def test_reward_counts_of_a_fixed_action_cycle():
+  """reward_density --cycle: CrazyClimber pays a climb (UP x3, DOWN x3), never DOWN alone (its only actions paid
+  on the step they are taken, results/atari_cpu/action_reward.json); an action the game lacks is refused."""
+  from jedi_jax import diagnostics
+  from jedi_jax import config as config_lib
+  c = config_lib.get_config("atari_cpu")
+  c.game = "CrazyClimber"
+  up, down = 1, 4                                  # minimal action set: NOOP, UP, RIGHT, LEFT, DOWN, ...
+  assert diagnostics.reward_counts(config_lib.freeze(c), 300, seed=0, cycle=(up,) * 3 + (down,) * 3)["positive"] > 5
+  assert diagnostics.reward_counts(config_lib.freeze(c), 300, seed=0, cycle=(down,))["positive"] == 0
+  with pytest.raises(ValueError, match="actions 0..8"):
+    diagnostics.reward_counts(config_lib.freeze(c), 10, seed=0, cycle=(9,))
 
 
 @pytest.mark.parametrize("backend", ["envpool", "ale"])
