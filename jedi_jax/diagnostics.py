@@ -110,7 +110,7 @@ def masked_std(x: jax.Array, weight: jax.Array) -> jax.Array:
 # defining absl flags.
 
 def reward_counts(config, steps: int, seed: int, max_lag: int = -1,
-                         cycle: tuple[int, ...] | None = None) -> dict:
+                  cycle: tuple[int, ...] | None = None) -> dict:
   """Steps `config.game`'s training envs with uniform random actions for at least `steps` agent steps in
   all; returns {"steps", "positive", "negative", "num_actions"}: how many steps were rewarded with each sign,
   and with `max_lag` >= 0 also "action_reward": `action_reward_information` of those steps.
@@ -119,8 +119,8 @@ def reward_counts(config, steps: int, seed: int, max_lag: int = -1,
   a game whose random play is rarely rewarded gives a small budget little to learn from.
 
   `cycle` replaces the random policy by a fixed sequence of action indices repeated in every env (CrazyClimber
-  pays UP x3, DOWN x3 more than random play, DOWN alone nothing): does a pattern pay, and what a policy that
-  learnt only part of it would score."""
+  pays a climb, UP x3 and DOWN x3 with a side step now and then, 2.5x what random play earns, and DOWN alone
+  nothing): does a pattern pay, and what a policy that learnt only part of it would score."""
   import numpy as np
   from jedi_jax import loop   # pylint: disable=import-outside-toplevel  (loop imports this module)
   env = loop.make_train_env(config)
