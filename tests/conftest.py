@@ -18,7 +18,8 @@ import pytest
 TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0 --xla_cpu_experimental_ynn_fusion_type= "
                   "--xla_cpu_experimental_xnn_fusion_type=")
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=4 {TEST_XLA_FLAGS}")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if not os.environ.get("JAX_PLATFORMS"):   # unset or empty (jax's "any platform"): a TPU plugin, where installed,
+  os.environ["JAX_PLATFORMS"] = "cpu"     # would probe for a TPU and print warnings into the one-line errors
 
 from jedi_jax import compilation_cache  # noqa: E402
 from jedi_jax import config as config_lib  # noqa: E402
