@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -93,12 +93,36 @@ def record_test_episodes(state, config, num_recorded: int, chunk: int = 100) -> 
   return play_test_episodes(act, params, policy_state, config, num_episodes, key, chunk, num_recorded)
 
 
-def evaluate_random(config, num_episodes: int, chunk: int = 100) -> list[float]:
-  """The uniform-random policy under exactly the protocol of `evaluate` (same test envs and seeds)."""
-  num_actions = envs.num_actions(config.game, config.env.backend)
+def check_actions(game: str, backend: str, actions: Sequence[int]) -> None:
+  """Raises one clear ValueError unless `actions` is a non-empty list of `game`'s action indices."""
+  num_actions = envs.num_actions(game, backend)
+  if not actions or not all(0 <= a < num_actions for a in actions):
+    raise ValueError(f"actions must be a non-empty list of {game}'s actions 0..{num_actions - 1}, got {list(actions)}")
+
+
+def random_policy(game: str, backend: str, actions: Sequence[int] | None = None) -> Callable:
+  """The `act` function (see `evaluate_policy`) of the uniform policy over all of `game`'s actions, or over the
+  list `actions` (repeats weight an action)."""
+  num_actions = envs.num_actions(game, backend)
+  if actions is not None:
+    check_actions(game, backend, actions)
+    table = jnp.asarray(actions, jnp.int32)
 
   def act(params, policy_state, obs, is_first, key):
-    return policy_state, jax.random.randint(key, (obs.shape[0],), 0, num_actions)
+    if actions is None:
+      return policy_state, jax.random.randint(key, (obs.shape[0],), 0, num_actions)
+    return policy_state, table[jax.random.randint(key, (obs.shape[0],), 0, table.shape[0])]
+  return act
+
+
+def evaluate_random(config, num_episodes: int, chunk: int = 100, actions: Sequence[int] | None = None) -> list[float]:
+  """The uniform-random policy under exactly the protocol of `evaluate` (same test envs and seeds).
+
+  `actions` (optional): draw uniformly from this list instead of from all actions; repeat an action to weight
+  it (`[0, 1, 2, 2]`: action 2 half of the time). What a fixed action bias scores, e.g. how far a policy that
+  only learnt "press UP more" would get (docs/results.md, "Atari on this CPU").
+  """
+  act = random_policy(config.game, config.env.backend, actions)
   return evaluate_policy(act, (), (), config, num_episodes, jax.random.PRNGKey(config.seed), chunk)
 
 

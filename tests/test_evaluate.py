@@ -3,6 +3,7 @@ the same test envs, and the per-env quota."""
 
 import jax
 import numpy as np
+import pytest
 
 from jedi_jax import envs
 from jedi_jax import evaluate
@@ -33,15 +34,24 @@ def test_random_policy_evaluation_matches_a_python_loop():
   assert got == want[0] + want[1]
 
 
-def test_recorded_episodes_are_the_first_test_games_frame_for_frame():
+def test_an_action_list_outside_the_game_is_one_error():
+  cfg = frozen_tiny_config()
+  num_actions = envs.num_actions(cfg.game, cfg.env.backend)
+  for bad in ([], [0, num_actions]):
+    with pytest.raises(ValueError, match="non-empty list of .* actions 0..") as e:
+      evaluate.evaluate_random(cfg, num_episodes=1, actions=bad)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("action_list", [None, [3, 1, 1]])
+def test_recorded_episodes_are_the_first_test_games_frame_for_frame(action_list):
   """`play_test_episodes(..., num_recorded=2)` (the loop behind `record_test_episodes`) returns the first two
   games of the test's env-major list: env 0's two games (quota [2, 1]), frame for frame as a Python loop over
-  the same envs and action stream sees them (the loop `evaluate_random` is checked against above)."""
+  the same envs and action stream sees them (the loop `evaluate_random` is checked against above). The policy
+  is `random_policy`: uniform over all actions, or over `action_list` (action 1 twice as often as 3)."""
   cfg = frozen_tiny_config(**{"env.max_episode_steps": 40, "env.num_test_envs": 2, "env.num_test_episodes": 3})
   num_actions = envs.num_actions(cfg.game, cfg.env.backend)
-
-  def act(params, policy_state, obs, is_first, key):
-    return policy_state, jax.random.randint(key, (obs.shape[0],), 0, num_actions)
+  act = evaluate.random_policy(cfg.game, cfg.env.backend, action_list)
   key = jax.random.PRNGKey(cfg.seed)
   got = evaluate.play_test_episodes(act, (), (), cfg, 3, key, chunk=16, num_recorded=2)
   assert [(e["index"], e["env"]) for e in got] == [(0, 0), (1, 0)]
@@ -52,7 +62,10 @@ def test_recorded_episodes_are_the_first_test_games_frame_for_frame():
   games, frames, actions, rewards = [], [obs[0]], [], []
   while len(games) < 2:
     key, k_act = jax.random.split(key)
-    a = np.asarray(jax.random.randint(k_act, (2,), 0, num_actions))
+    if action_list is None:
+      a = np.asarray(jax.random.randint(k_act, (2,), 0, num_actions))
+    else:
+      a = np.asarray(action_list)[np.asarray(jax.random.randint(k_act, (2,), 0, len(action_list)))]
     obs, reward, _, truncated, info = env.step(a)
     if info["is_reset"][0]:
       frames, actions, rewards = [obs[0]], [], []
