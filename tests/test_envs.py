@@ -11,8 +11,12 @@ import pytest
 from ale_py.vector_env import AtariVectorEnv
 
 from jedi_jax import envs
+from jedi_jax import loop
+from jedi_jax import train
 from jedi_jax.envs import ale_env
 from jedi_jax.envs.envpool_env import envpool_options
+
+from conftest import frozen_tiny_config
 
 INFO_KEYS = {"lives": np.int32, "game_over": np.bool_, "is_reset": np.bool_,
              "episode_return": np.float32, "episode_length": np.int32}
@@ -312,3 +316,30 @@ def test_an_action_shows_in_the_next_frame(backend):
   assert (dx[:6] > 0.5).all(), dx                   # RIGHT moves right at once (the ring's edge may stop it later)
   assert dx[8] < -0.2 and (dx[9:14] < -0.5).all(), dx   # the first LEFT already moves left (partly: the
                                                           # max-pool of the last two frames): no lag of a step
+
+
+def test_the_replay_pairs_each_frame_with_the_action_taken_on_it():
+  """The collect path (`train.collect`, envpool in XLA) keeps the alignment of the test above in the replay:
+  Breakout's paddle moves between obs[t] and obs[t + 1] with act[t] (RIGHT / LEFT, ~3 pixels of 64 per agent
+  step; the move continues a step later, so act[t - 1] shows too), and never with act[t + 1]. An off-by-one
+  here would leave the dynamics no action to learn."""
+  cfg = frozen_tiny_config(game="Breakout", **{"replay.capacity": 700})
+  env = loop.make_train_env(cfg)
+  env_state, env_step = env.functional(cfg.env.step_path)
+  state = train.init_train_state(cfg, env.num_actions, jax.random.key(0), env_state, jnp.copy(env_state.obs))
+  state = jax.jit(lambda s: train.collect(s, 600, 1.0, env_step, cfg)[0])(state)
+  obs, act = np.asarray(state.replay.obs[0, :600]), np.asarray(state.replay.act[0, :600])
+  episode = np.asarray(state.replay.episode_id[0, :600])
+
+  def paddle_x(frame):                             # the paddle: the red pixels of row 58 inside the walls
+    cols = np.nonzero(frame[58, 2:60, 0] > 100)[0]
+    return cols.mean() if len(cols) else np.nan
+  x = np.array([paddle_x(f) for f in obs])
+  dx, same = x[1:] - x[:-1], episode[1:] == episode[:-1]
+  right, left = 2, 3                               # Breakout's minimal action set: NOOP, FIRE, RIGHT, LEFT
+
+  def mean_move(actions, a):
+    return np.nanmean(dx[same & (actions == a)])
+  now, after = act[:-1], act[1:]
+  assert mean_move(now, right) > 1.5 and mean_move(now, left) < -1.5, (mean_move(now, right), mean_move(now, left))
+  assert abs(mean_move(after, right)) < 0.7 and abs(mean_move(after, left)) < 0.7
