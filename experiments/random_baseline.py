@@ -47,7 +47,7 @@ def main(argv):
     envs.check_game(game, backend)
     try:
       if actions is not None:
-        evaluate.check_actions(game, backend, actions)
+        envs.check_actions(game, envs.num_actions(game, backend), actions)
     except ValueError as e:
       sys.exit(f"error: {e}")
   os.makedirs(_OUT.value, exist_ok=True)

@@ -122,14 +122,14 @@ def reward_counts(config, steps: int, seed: int, max_lag: int = -1,
   pays a climb, UP x3 and DOWN x3 with a side step now and then, 2.5x what random play earns, and DOWN alone
   nothing): does a pattern pay, and what a policy that learnt only part of it would score."""
   import numpy as np
-  from jedi_jax import loop   # pylint: disable=import-outside-toplevel  (loop imports this module)
+  from jedi_jax import envs, loop   # pylint: disable=import-outside-toplevel  (loop imports this module)
   env = loop.make_train_env(config)
   rng = np.random.default_rng(seed)
   env.reset()
   actions, rewards = [], []
   done = 0
-  if cycle is not None and not all(0 <= a < env.num_actions for a in cycle):
-    raise ValueError(f"{config.game} has actions 0..{env.num_actions - 1}; cycle {list(cycle)} is out of range")
+  if cycle is not None:
+    envs.check_actions(config.game, env.num_actions, cycle)
   while done < steps:
     if cycle:
       action = np.full(env.num_envs, cycle[len(actions) % len(cycle)], np.int32)

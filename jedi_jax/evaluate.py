@@ -93,19 +93,12 @@ def record_test_episodes(state, config, num_recorded: int, chunk: int = 100) -> 
   return play_test_episodes(act, params, policy_state, config, num_episodes, key, chunk, num_recorded)
 
 
-def check_actions(game: str, backend: str, actions: Sequence[int]) -> None:
-  """Raises one clear ValueError unless `actions` is a non-empty list of `game`'s action indices."""
-  num_actions = envs.num_actions(game, backend)
-  if not actions or not all(0 <= a < num_actions for a in actions):
-    raise ValueError(f"actions must be a non-empty list of {game}'s actions 0..{num_actions - 1}, got {list(actions)}")
-
-
 def random_policy(game: str, backend: str, actions: Sequence[int] | None = None) -> Callable:
   """The `act` function (see `evaluate_policy`) of the uniform policy over all of `game`'s actions, or over the
   list `actions` (repeats weight an action)."""
   num_actions = envs.num_actions(game, backend)
   if actions is not None:
-    check_actions(game, backend, actions)
+    envs.check_actions(game, num_actions, actions)
     table = jnp.asarray(actions, jnp.int32)
 
   def act(params, policy_state, obs, is_first, key):

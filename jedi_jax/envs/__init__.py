@@ -97,6 +97,14 @@ def num_actions(game: str, backend: str = "envpool") -> int:
     return int(env.num_actions)
 
 
+def check_actions(game: str, num_actions: int, actions) -> None:
+  """Raises one clear ValueError unless `actions` is a non-empty sequence of `game`'s action indices
+  0..num_actions - 1 (a fixed action list or cycle given by a user: `random_baseline --actions`,
+  `reward_density --cycle`)."""
+  if not actions or not all(0 <= a < num_actions for a in actions):
+    raise ValueError(f"actions must be a non-empty list of {game}'s actions 0..{num_actions - 1}, got {list(actions)}")
+
+
 __all__ = ["ATARI_BACKENDS", "AleVectorAtari", "AtariBatchEnv", "BACKENDS", "EnvState", "EnvpoolAtari",
            "GAMES", "JAX_GAMES", "JaxBatchEnv", "RawStep", "StepOutput", "StochasticAleAtari", "advance",
-           "check_game", "env_class", "is_pure", "make_env", "num_actions", "step_path"]
+           "check_actions", "check_game", "env_class", "is_pure", "make_env", "num_actions", "step_path"]
