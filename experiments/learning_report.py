@@ -33,11 +33,15 @@ _RUNS = flags.DEFINE_list("runs", None, "Run workdirs.")
 _RANDOM = flags.DEFINE_string("random", "results/random", "Directory of random_baseline.py's <game>.json.")
 _OUT = flags.DEFINE_string("out", None, "Output directory: learning.md, <game>_curve.png, copies of results.")
 _NUM_BOOTSTRAP = flags.DEFINE_integer("num_bootstrap", 10_000, "Bootstrap repetitions.")
+_UNFINISHED = flags.DEFINE_bool(
+    "unfinished", False, "Also report runs stopped before their final test (no results.json): their row says "
+    "where they stopped, and their curves end at the last logged call and the last interim test.")
 flags.mark_flags_as_required(["runs", "out"])
 
 
-def read_run(workdir: str) -> tuple[dict, list[dict], list[dict]]:
-  """(config, per-seed results, metrics rows) of a run workdir."""
+def read_run(workdir: str, unfinished: bool = False) -> tuple[dict, list[dict], list[dict]]:
+  """(config, per-seed results, metrics rows) of a run workdir. A run without results.json is an error,
+  or with `unfinished` gives no results."""
   with open(os.path.join(workdir, "config.json")) as f:
     config = json.load(f)
   paths = sorted(glob.glob(os.path.join(workdir, "seed_*", "results.json"))) or \
@@ -45,7 +49,10 @@ def read_run(workdir: str) -> tuple[dict, list[dict], list[dict]]:
   results = []
   for p in paths:
     if not os.path.exists(p):
-      raise SystemExit(f"error: {workdir} has no results.json yet (is the run finished?)")
+      if unfinished:
+        break
+      raise SystemExit(f"error: {workdir} has no results.json yet (is the run finished? --unfinished reports "
+                       "it as stopped)")
     with open(p) as f:
       results.append(json.load(f))
   return config, results, logs.read_metrics(workdir)
@@ -69,7 +76,8 @@ def plot_test_curves(runs: list[tuple[dict, list[dict], list[dict]]], random_sco
 
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   kinds = sorted({config["wm"]["kind"] for config, _, _ in runs})
-  seeds = {kind: sum(len(results) for config, results, _ in runs if config["wm"]["kind"] == kind) for kind in kinds}
+  seeds = {kind: sum(len(logs.interim_test_curves(rows, results)) for config, results, rows in runs
+                     if config["wm"]["kind"] == kind) for kind in kinds}
   for config, results, rows in runs:
     kind = config["wm"]["kind"]
     for steps, returns in logs.interim_test_curves(rows, results):
@@ -150,7 +158,7 @@ def main(argv):
            "|---|---|---|---|---|---|---|---|---|"]
   runs = []
   for workdir in _RUNS.value:
-    config, results, rows = read_run(workdir)
+    config, results, rows = read_run(workdir, _UNFINISHED.value)
     runs.append((config, results, rows))
     game = config["game"]
     # The pixel baseline's runs of the same game and seeds go beside JEDI's: <game>_diamond_seed_<s>.
@@ -162,6 +170,11 @@ def main(argv):
     entropy = [r["ac/policy_entropy"] for r in rows if "ac/policy_entropy" in r]
     uniform = math.log2(envs.num_actions(game, config["env"]["backend"]))
     entropy_cell = f"{entropy[-1]:.3f} / {uniform:.3f}" if entropy else f"- / {uniform:.3f}"
+    if not results:
+      last = max(rows, key=lambda r: r["epoch"]) if rows else {"epoch": 0, "env_steps": 0}
+      lines.append(f"| {name} | {config['seed']} | {last.get('env_steps', 0)} | - | stopped at epoch "
+                   f"{last['epoch']}, no final test | {np.mean(rand_returns):.2f} ({r_lo:.2f}, {r_hi:.2f}) | - | "
+                   f"no final test | {entropy_cell} |")
     for res in results:
       ret = res["episode_returns"]
       lo, hi = metrics.mean_ci(ret, _NUM_BOOTSTRAP.value, seed=1)
@@ -176,7 +189,7 @@ def main(argv):
       with open(os.path.join(seed_dir, "results.json"), "w") as f:
         json.dump(res, f, indent=1)
 
-    seeds = "_".join(str(r["seed"]) for r in results)
+    seeds = "_".join(str(r["seed"]) for r in results) or str(config["seed"])
     title = f"{game}, preset {config['preset']}, {config['wm']['kind']}, seed(s) {seeds.replace('_', ', ')}"
     plot_run(rows, [r["score"] for r in results], float(np.mean(rand_returns)), uniform, title,
              os.path.join(_OUT.value, f"{name}_seed_{seeds}_curve.png"))

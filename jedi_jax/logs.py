@@ -109,13 +109,23 @@ def is_interim_test(row: dict) -> bool:
 
 def interim_test_curves(rows: list[dict], results: list[dict]) -> list[tuple[list, list]]:
   """Per seed, (env steps, test return) from a run's `metrics.jsonl` rows and its per-seed results.json
-  dicts: the interim tests of `run.test_every` (mean over their games), then the final test."""
+  dicts: the interim tests of `run.test_every` (mean over their games), then the final test. A run stopped
+  before its final test (`results` empty) gives its interim tests alone, one curve per packed seed."""
   tests = [r for r in rows if is_interim_test(r)]
+  if results:
+    num_seeds = len(results)
+  elif tests:
+    num_seeds = len(tests[0].get("test/return_mean_per_seed", [None]))
+  else:
+    num_seeds = 0
   curves = []
-  for k, res in enumerate(results):
+  for k in range(num_seeds):
+    steps = [r["env_steps"] for r in tests]
     means = [r["test/return_mean_per_seed"][k] if "test/return_mean_per_seed" in r else r["test/return_mean"]
              for r in tests]
-    curves.append(([r["env_steps"] for r in tests] + [res["env_steps"]], means + [res["score"]]))
+    if results:
+      steps, means = steps + [results[k]["env_steps"]], means + [results[k]["score"]]
+    curves.append((steps, means))
   return curves
 
 

@@ -41,3 +41,36 @@ def test_interim_test_curves_end_with_the_final_test():
   assert [c[0] for c in curves] == [[200, 400, 500]] * 2
   np.testing.assert_allclose(curves[0][1], [-0.3, 0.3, 0.7])
   np.testing.assert_allclose(curves[1][1], [-0.1, 0.5, 1.0])
+  # A run stopped before its final test: its interim tests alone, one curve per packed seed.
+  assert logs.interim_test_curves(rows[:3], []) == [([200, 400], [-0.2, 0.4])]
+  np.testing.assert_allclose([c[1] for c in logs.interim_test_curves(packed, [])], [[-0.3, 0.3], [-0.1, 0.5]])
+  assert logs.interim_test_curves(rows[:1], []) == []
+
+
+def test_a_stopped_run_is_an_error_or_with_unfinished_a_row_that_says_where_it_stopped(tmp_path):
+  import json
+  import os
+  import subprocess
+  import sys
+  workdir, rand, out = tmp_path / "run", tmp_path / "random", tmp_path / "out"
+  workdir.mkdir(), rand.mkdir()
+  config = {"game": "Breakout", "seed": 3, "preset": "atari_cpu", "wm": {"kind": "jedi"}, "env": {"backend": "envpool"}}
+  (workdir / "config.json").write_text(json.dumps(config))
+  rows = [{"epoch": 1, "env_steps": 1100, "collect/game_return": 1.0, "ac/policy_entropy": 1.9},
+          {"epoch": 2, "env_steps": 1200, "test/episodes": 100, "test/return_mean": 1.5},
+          {"epoch": 5, "env_steps": 1500, "collect/game_return": 2.0, "ac/policy_entropy": 1.8}]
+  (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  (rand / "Breakout.json").write_text(json.dumps({"episode_returns_per_seed": {"0": [1.0, 2.0, 0.0, 1.0]}}))
+  root = os.path.join(os.path.dirname(__file__), os.pardir)
+  cmd = [sys.executable, "-m", "experiments.learning_report", f"--runs={workdir}", f"--random={rand}",
+         f"--out={out}", "--num_bootstrap=100"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
+  assert proc.returncode != 0 and "has no results.json yet" in proc.stderr + proc.stdout
+  proc = subprocess.run(cmd + ["--unfinished"], cwd=root, capture_output=True, text=True, env=env)
+  assert proc.returncode == 0, proc.stderr
+  table = (out / "learning.md").read_text().splitlines()
+  assert table[2] == ("| Breakout | 3 | 1500 | - | stopped at epoch 5, no final test | 1.00 (0.25, 1.75) | - | "
+                      "no final test | 1.800 / 2.000 |"), table
+  assert (out / "Breakout_seed_3_curve.png").exists() and (out / "Breakout_test_curves.png").exists()
+  assert not (out / "runs").exists()
