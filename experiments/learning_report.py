@@ -3,12 +3,14 @@
 For each run workdir (single-seed, or packed seeds from `train.py --num_seeds`): every seed's final test
 score (mean over its test games) with a 95% bootstrap CI over games, the random policy's score measured with
 the same protocol (`experiments/random_baseline.py`), and the difference with its 95% CI (independent
-bootstrap of both sets of games). A run "beats random" when that difference's CI lies above 0. The last
-column is the imagined policy's entropy in the last logged call against the uniform policy's (log2 of the
-game's action count): equal means the actor has not moved off the uniform policy it starts from. One PNG per
-run plots, from its `metrics.jsonl` (means over packed seeds): training-game returns with the final test
-scores and the random score, real against imagined reward rates, the world-model losses, the policy entropy,
-the reward/end heads' recall and precision, and the world-model probe (docs/metrics.md).
+bootstrap of both sets of games). A run "beats random" when that difference's CI lies above 0. The last two
+columns are the imagined policy's entropy in the last logged call against the uniform policy's (log2 of the
+game's action count; equal means the actor has not moved off the uniform policy it starts from), and the
+run's wall time over all the processes that trained it, compiles and the final test included
+(`logs.run_wall_seconds`). One PNG per run plots, from its `metrics.jsonl` (means over packed seeds):
+training-game returns with the final test scores and the random score, real against imagined reward rates,
+the world-model losses, the policy entropy, the reward/end heads' recall and precision, and the world-model
+probe (docs/metrics.md).
 
   python -m experiments.learning_report --runs=runs/cpu_Boxing,runs/cpu_Breakout --random=results/random \
       --out=results/cpu
@@ -154,8 +156,8 @@ def main(argv):
   del argv
   os.makedirs(_OUT.value, exist_ok=True)
   lines = ["| game | seed | env steps | test games | score (95% CI) | random, same protocol (95% CI) | "
-           "score - random (95% CI) | beats random | policy entropy at the end / uniform (bits) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "score - random (95% CI) | beats random | policy entropy at the end / uniform (bits) | wall |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   runs = []
   for workdir in _RUNS.value:
     config, results, rows = read_run(workdir, _UNFINISHED.value)
@@ -170,11 +172,13 @@ def main(argv):
     entropy = [r["ac/policy_entropy"] for r in rows if "ac/policy_entropy" in r]
     uniform = math.log2(envs.num_actions(game, config["env"]["backend"]))
     entropy_cell = f"{entropy[-1]:.3f} / {uniform:.3f}" if entropy else f"- / {uniform:.3f}"
+    wall = logs.run_wall_seconds(rows)
+    wall_cell = "-" if wall is None else f"{wall:,.0f} s ({wall / 3600:.2f} h)"
     if not results:
       last = max(rows, key=lambda r: r["epoch"]) if rows else {"epoch": 0, "env_steps": 0}
       lines.append(f"| {name} | {config['seed']} | {last.get('env_steps', 0)} | - | stopped at epoch "
                    f"{last['epoch']}, no final test | {np.mean(rand_returns):.2f} ({r_lo:.2f}, {r_hi:.2f}) | - | "
-                   f"no final test | {entropy_cell} |")
+                   f"no final test | {entropy_cell} | {wall_cell} |")
     for res in results:
       ret = res["episode_returns"]
       lo, hi = metrics.mean_ci(ret, _NUM_BOOTSTRAP.value, seed=1)
@@ -183,7 +187,7 @@ def main(argv):
       verdict = "yes" if d_lo > 0 else ("no (worse)" if d_hi < 0 else "no (CI spans 0)")
       lines.append(f"| {name} | {res['seed']} | {res['env_steps']} | {len(ret)} | {np.mean(ret):.2f} "
                    f"({lo:.2f}, {hi:.2f}) | {np.mean(rand_returns):.2f} ({r_lo:.2f}, {r_hi:.2f}) | "
-                   f"{diff:+.2f} ({d_lo:+.2f}, {d_hi:+.2f}) | {verdict} | {entropy_cell} |")
+                   f"{diff:+.2f} ({d_lo:+.2f}, {d_hi:+.2f}) | {verdict} | {entropy_cell} | {wall_cell} |")
       seed_dir = os.path.join(_OUT.value, "runs", f"{name}_seed_{res['seed']}")
       os.makedirs(seed_dir, exist_ok=True)
       with open(os.path.join(seed_dir, "results.json"), "w") as f:

@@ -107,6 +107,28 @@ def is_interim_test(row: dict) -> bool:
   return "test/episodes" in row
 
 
+def run_wall_seconds(rows: list[dict]) -> float | None:
+  """Wall seconds a run took, from its `metrics.jsonl` rows, over every process that trained it.
+
+  A resumed run's rows hold one segment per process (`perf/wall_seconds` restarts; the rows a killed process
+  wrote after its last checkpoint are dropped on resume, so time lost to a kill is not counted). A segment
+  counts its last `perf/wall_seconds` (compiles excluded) plus its `perf/compile_seconds`; the last one, where
+  the final test's row holds them, its `perf/train_seconds` (compiles included) plus the final test's
+  `perf/test_seconds`. None when no row has timings.
+  """
+  total, last = 0.0, None
+  for row in rows:
+    if "perf/wall_seconds" in row:
+      if last is not None and row["perf/wall_seconds"] < last["perf/wall_seconds"]:
+        total += last["perf/wall_seconds"] + last.get("perf/compile_seconds", 0.0)
+      last = row
+    elif "perf/train_seconds" in row:  # the final test's row ends the last segment
+      return total + row["perf/train_seconds"] + row.get("perf/test_seconds", 0.0)
+  if last is None:
+    return None
+  return total + last["perf/wall_seconds"] + last.get("perf/compile_seconds", 0.0)
+
+
 def interim_test_curves(rows: list[dict], results: list[dict]) -> list[tuple[list, list]]:
   """Per seed, (env steps, test return) from a run's `metrics.jsonl` rows and its per-seed results.json
   dicts: the interim tests of `run.test_every` (mean over their games), then the final test. A run stopped

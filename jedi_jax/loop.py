@@ -368,7 +368,10 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
 
   # 5. Evaluation.
   all_results = []
-  for (state_k, cfg_k, returns), sd in zip(_test_seeds(states, config, seeds), seeds):
+  t_test = time.time()
+  tested = _test_seeds(states, config, seeds)
+  test_seconds = time.time() - t_test
+  for (state_k, cfg_k, returns), sd in zip(tested, seeds):
     results = run_files.results(cfg_k, state_k, returns)
     if packed:
       results["packed_seeds"] = seeds
@@ -378,7 +381,7 @@ def _drive(config, workdir: str, num_seeds: int, stop_after_epoch: int | None, l
         f"{results['score']:.2f} +- {results['score_std']:.2f}")
     all_results.append(results)
   row = {"test/return_mean": float(np.mean([r["score"] for r in all_results])),
-         "perf/train_seconds": round(train_seconds, 1)}
+         "perf/train_seconds": round(train_seconds, 1), "perf/test_seconds": round(test_seconds, 1)}
   if not packed:
     row["test/return_std"] = all_results[0]["score_std"]
   logger.write(_first(states.epoch), row)

@@ -56,9 +56,11 @@ def test_a_stopped_run_is_an_error_or_with_unfinished_a_row_that_says_where_it_s
   workdir.mkdir(), rand.mkdir()
   config = {"game": "Breakout", "seed": 3, "preset": "atari_cpu", "wm": {"kind": "jedi"}, "env": {"backend": "envpool"}}
   (workdir / "config.json").write_text(json.dumps(config))
-  rows = [{"epoch": 1, "env_steps": 1100, "collect/game_return": 1.0, "ac/policy_entropy": 1.9},
+  rows = [{"epoch": 1, "env_steps": 1100, "collect/game_return": 1.0, "ac/policy_entropy": 1.9,
+           "perf/wall_seconds": 900.0, "perf/compile_seconds": 40.0},
           {"epoch": 2, "env_steps": 1200, "test/episodes": 100, "test/return_mean": 1.5},
-          {"epoch": 5, "env_steps": 1500, "collect/game_return": 2.0, "ac/policy_entropy": 1.8}]
+          {"epoch": 5, "env_steps": 1500, "collect/game_return": 2.0, "ac/policy_entropy": 1.8,
+           "perf/wall_seconds": 1000.0, "perf/compile_seconds": 40.0}]
   (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
   (rand / "Breakout.json").write_text(json.dumps({"episode_returns_per_seed": {"0": [1.0, 2.0, 0.0, 1.0]}}))
   root = os.path.join(os.path.dirname(__file__), os.pardir)
@@ -71,6 +73,21 @@ def test_a_stopped_run_is_an_error_or_with_unfinished_a_row_that_says_where_it_s
   assert proc.returncode == 0, proc.stderr
   table = (out / "learning.md").read_text().splitlines()
   assert table[2] == ("| Breakout | 3 | 1500 | - | stopped at epoch 5, no final test | 1.00 (0.25, 1.75) | - | "
-                      "no final test | 1.800 / 2.000 |"), table
+                      "no final test | 1.800 / 2.000 | 1,040 s (0.29 h) |"), table
   assert (out / "Breakout_seed_3_curve.png").exists() and (out / "Breakout_test_curves.png").exists()
   assert not (out / "runs").exists()
+
+
+def test_run_wall_seconds_adds_the_segments_of_a_resumed_run():
+  from jedi_jax import logs
+  first = [{"epoch": 1, "perf/wall_seconds": 900.0, "perf/compile_seconds": 50.0},
+           {"epoch": 10, "perf/wall_seconds": 1300.0, "perf/compile_seconds": 50.0},
+           {"epoch": 10, "test/episodes": 100, "test/return_mean": 2.0, "perf/test_seconds": 30.0}]
+  # Resumed at epoch 10: its clock restarts; the final test's row closes it.
+  second = [{"epoch": 15, "perf/wall_seconds": 200.0, "perf/compile_seconds": 45.0},
+            {"epoch": 20, "perf/wall_seconds": 400.0, "perf/compile_seconds": 45.0}]
+  final = {"epoch": 20, "test/return_mean": 2.5, "perf/train_seconds": 460.0, "perf/test_seconds": 35.0}
+  assert logs.run_wall_seconds(first) == 1350.0
+  assert logs.run_wall_seconds(first + second) == 1350.0 + 445.0
+  assert logs.run_wall_seconds(first + second + [final]) == 1350.0 + 460.0 + 35.0
+  assert logs.run_wall_seconds(first[2:]) is None

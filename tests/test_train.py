@@ -222,6 +222,7 @@ def test_results_and_load_run(reference):
   assert json.loads((ref_dir / "scores_diamond_format.json").read_text()) == {"Catch": [results["score"]]}
   rows = read_metrics(str(ref_dir))
   assert rows[-1]["test/return_mean"] == pytest.approx(results["score"]) and rows[-1]["perf/train_seconds"] > 0
+  assert rows[-1]["perf/test_seconds"] >= 0
   assert all(np.isfinite(v) for r in rows for k, v in r.items() if k.endswith("loss"))
   timed = [r for r in rows if "perf/compiled_fraction" in r]
   assert timed and all(0 < r["perf/compiled_fraction"] <= 1 for r in timed)
