@@ -110,16 +110,22 @@ def is_interim_test(row: dict) -> bool:
 def run_wall_seconds(rows: list[dict]) -> float | None:
   """Wall seconds a run took, from its `metrics.jsonl` rows, over every process that trained it.
 
-  A resumed run's rows hold one segment per process (`perf/wall_seconds` restarts; the rows a killed process
-  wrote after its last checkpoint are dropped on resume, so time lost to a kill is not counted). A segment
-  counts its last `perf/wall_seconds` (compiles excluded) plus its `perf/compile_seconds`; the last one, where
-  the final test's row holds them, its `perf/train_seconds` (compiles included) plus the final test's
+  A resumed run's rows hold one segment per process, told apart by `perf/process_start` (rows written before
+  it was logged: by `perf/wall_seconds` starting again). The rows a killed process wrote after its last
+  checkpoint are dropped on resume, so time lost to a kill is not counted. A segment counts its last
+  `perf/wall_seconds` (compiles excluded) plus its `perf/compile_seconds`; the last one, where the final
+  test's row holds them, its `perf/train_seconds` (compiles included) plus the final test's
   `perf/test_seconds`. None when no row has timings.
   """
+  def new_process(row, last):
+    if "perf/process_start" in row and "perf/process_start" in last:
+      return row["perf/process_start"] != last["perf/process_start"]
+    return row["perf/wall_seconds"] < last["perf/wall_seconds"]
+
   total, last = 0.0, None
   for row in rows:
     if "perf/wall_seconds" in row:
-      if last is not None and row["perf/wall_seconds"] < last["perf/wall_seconds"]:
+      if last is not None and new_process(row, last):
         total += last["perf/wall_seconds"] + last.get("perf/compile_seconds", 0.0)
       last = row
     elif "perf/train_seconds" in row:  # the final test's row ends the last segment

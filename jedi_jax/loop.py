@@ -192,6 +192,7 @@ class _CallRecorder:
     row["perf/compiled_fraction"] = self.compiled_s / max(wall, 1e-9)  # of wall time since the start,
     row["perf/wall_seconds"] = wall                                       # compiles excluded
     row["perf/compile_seconds"] = self.compile_s
+    row["perf/process_start"] = round(self.start, 3)                       # one value per process
     self.logger.write(epoch, row)
     warning = diagnostics.collapse_warning(row)
     if warning:

@@ -1,5 +1,6 @@
-"""The learning report's confidence intervals (`metrics.mean_ci`): exact on constants, and they separate or
-overlap as they should."""
+"""The learning report: its confidence intervals (`metrics.mean_ci`: exact on constants, separating or
+overlapping as they should), its test curves and wall times (`jedi_jax.logs`), and runs stopped before
+their final test."""
 
 import numpy as np
 
@@ -91,3 +92,7 @@ def test_run_wall_seconds_adds_the_segments_of_a_resumed_run():
   assert logs.run_wall_seconds(first + second) == 1350.0 + 445.0
   assert logs.run_wall_seconds(first + second + [final]) == 1350.0 + 460.0 + 35.0
   assert logs.run_wall_seconds(first[2:]) is None
+  # A process killed after little work, whose clock the next one passes: told apart by its start time.
+  short = [dict(first[0], **{"perf/wall_seconds": 100.0, "perf/process_start": 1.0})]
+  longer = [dict(r, **{"perf/process_start": 2.0}) for r in second]
+  assert logs.run_wall_seconds(short + longer) == 150.0 + 445.0
