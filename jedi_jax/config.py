@@ -406,14 +406,15 @@ def atari_cpu() -> ml_collections.ConfigDict:
       cost ~2.6 s per update;
     * lr 1e-3 (DIAMOND: 1e-4), horizon 10 (paper: 15), batch 16 (paper: 32);
     * 20k env steps with 40 + 40 updates per 100 (update-to-data ratio 0.4, paper: 4), after 1k-2k random
-      steps and a first epoch of 2,400 + 200 updates: ~10k world-model and ~8k actor-critic updates, ~2 h
-      per seed with interim tests every 48 epochs (Breakout: first epoch 945 s, then ~38-40 s per epoch);
+      steps and a first epoch of 2,400 + 200 updates: ~10k world-model and ~8k actor-critic updates, ~2.5 h
+      per seed with interim tests every 48 epochs (first epoch ~945 s, then ~40-43 s per epoch on Breakout
+      and UpNDown, alone on the machine: at the budget's edge, so run nothing beside it);
     * (2026-12-04) a latent denoiser of 64 channels and depth 2 (was 32 and 1, the MinAtar agent's), an
       entropy weight annealed from 0.01 to 0.001 (catch()'s): see the comment below.
   Not yet shown to beat random. With the 32-channel denoiser, in every game tried (Boxing, Qbert, CrazyClimber,
   UpNDown) the latent dynamics ignored the action, and the policy stayed uniform or learnt only what the
-  reward/end model ties to the action itself; with this one they follow it on Breakout (docs/results.md,
-  "Atari on this CPU").
+  reward/end model ties to the action itself; with this one they follow it on Breakout, which still played at
+  random's level (docs/results.md, "Atari on this CPU").
   """
   c = minatar()
   c.preset = "atari_cpu"
