@@ -33,6 +33,11 @@ _EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 8, "Reward/end segment batc
 _PROBE_BATCHES = flags.DEFINE_integer(
     "probe_batches", 8, "Batches of `run.probe_batch_size` segments the dynamics probes average over per evaluation "
     "(their standard error is written beside each as `<name>_se`).", lower_bound=1)
+_REWARD_PROBE = flags.DEFINE_integer(
+    "reward_probe", 0, "At each evaluation, the reward model's mean P(true sign) on up to this many rewarded "
+    "transitions per sign of the replay, with the true next frame and with a one-step sample of the dynamics "
+    "(`diagnostics.make_reward_probe`, as experiments/reward_probe.py; keys `reward_probe_{pos,neg}_{true,"
+    "sampled}`): whether the sampled next states hold the events that pay. 0: off.", lower_bound=0)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the envs, the parameters and the sampling.")
 _OUT = flags.DEFINE_string("out", None, "JSON-lines file for the evaluations.")
 _CONFIG = config_flags.DEFINE_config_dict("config", config_lib.catch(), "Overrides: --config.optim.lr=1e-3.")
@@ -91,9 +96,34 @@ def main(argv):
       metrics[name + "_se"] = v.std() / np.sqrt(max(v.shape[0] - 1, 1))
     return metrics
 
+  # Rewarded transitions of the (fixed) replay for the reward probe, in batches of one compiled shape.
+  probe_batches = {}
+  if _REWARD_PROBE.value:
+    reward_probe = diagnostics.make_reward_probe(cfg, 0)
+    rng = np.random.default_rng(cfg.seed)
+    size = cfg.optim.batch_size
+    for name, sign in (("pos", 1), ("neg", -1)):
+      found = diagnostics.rewarded_rows(state.replay, cfg.wm.num_cond, sign, _REWARD_PROBE.value, rng)
+      if found:
+        real = len(found)
+        found = found + [found[-1]] * (-len(found) % size)   # one compiled shape; the padding is dropped below
+        probe_batches[name] = (real, [diagnostics.gather_windows(state.replay, found[i:i + size],
+                                                                       cfg.wm.num_cond)
+                                            for i in range(0, len(found), size)])
+
+  def probe_rewards(state, key) -> dict:
+    out = {}
+    for name, (n, batches) in probe_batches.items():
+      got = [reward_probe(state.wm_params, obs, act, jax.random.fold_in(key, i)) for i, (obs, act) in
+             enumerate(batches)]
+      cls = 2 if name == "pos" else 0
+      for v in ("true", "sampled"):
+        out[f"reward_probe_{name}_{v}"] = float(np.mean(np.concatenate([np.asarray(g[v])[:, cls] for g in got])[:n]))
+    return out
+
   rows = []
   done = 0
-  eval_key = jax.random.key(cfg.seed + 1)
+  eval_key, probe_key = jax.random.key(cfg.seed + 1), jax.random.key(cfg.seed + 2)
   while done < _UPDATES.value:
     t0 = time.time()
     state, train_metrics = update(state)
@@ -107,7 +137,8 @@ def main(argv):
            "train_loss_rew": float(train_metrics["loss_rew"]),
            **{k: v for k, v in m.items() if any(s in k for s in (
                "loss_rew", "loss_end", "recall", "precision", "action_sensitivity", "action_error_gain",
-               "latent_std", "sample_error"))}}
+               "latent_std", "sample_error"))},
+           **probe_rewards(state, jax.random.fold_in(probe_key, done))}
     rows.append(row)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     if _OUT.value:

@@ -91,6 +91,13 @@ def atari100k() -> ml_collections.ConfigDict:
   c.wm.encoder_lr_scale = 0.3
   c.wm.random_switch_prob = 0.5       # p(own prediction) for the second prediction's newest latent
   c.wm.num_predictions = 2            # predictions per segment: segment length = num_cond + num_predictions
+  # Share of each world-model batch's dynamics segments whose predicted steps hold a rewarded transition (drawn
+  # uniformly among the replay's rewarded steps; replay.sample_segments `rewarded`). 0: DIAMOND's sampler.
+  # Not in the papers: for budgets where the one-step samples lack the rare events that pay (a broken brick
+  # sampled in 14% of the transitions where the true frame shows it in 88%: docs/results.md, "Atari on this
+  # CPU"), the denoiser sees those transitions more often. The reward/end segments stay DIAMOND's. An
+  # ADDED_FIELD.
+  c.wm.rewarded_fraction = 0.0
   # Efficiency switches (docs/benchmarks.md, "Memory and the whole update"; ADDED_FIELDS):
   # share_encoder_pass: take the dynamics window inside the reward/end segment, so that one encoder pass over
   #   its frames serves both losses (20 frames per sample instead of 26) instead of drawing the two segments
@@ -466,6 +473,10 @@ def validate(config) -> None:
        f"wm.rew_end_next_state must be true or false, got {added_field(c, 'wm', 'rew_end_next_state')!r}"),
       (type(added_field(c, "wm", "loss_chunks")) is int and added_field(c, "wm", "loss_chunks") >= 1,
        f"wm.loss_chunks must be an integer >= 1, got {added_field(c, 'wm', 'loss_chunks')!r}"),
+      (0.0 <= added_field(c, "wm", "rewarded_fraction") <= 1.0,
+       f"wm.rewarded_fraction must lie in [0, 1], got {added_field(c, 'wm', 'rewarded_fraction')!r}"),
+      (not (added_field(c, "wm", "share_encoder_pass") and added_field(c, "wm", "rewarded_fraction")),
+       "wm.rewarded_fraction needs the dynamics segments drawn on their own (wm.share_encoder_pass=false)"),
       (isinstance(added_field(c, "wm", "remat"), bool),
        f"wm.remat must be true or false, got {added_field(c, 'wm', 'remat')!r}"),
       (not added_field(c, "wm", "share_encoder_pass")
@@ -562,7 +573,8 @@ CANONICAL_FIELDS = {("env", "step_path"): "xla"}
 # Fields added after runs were recorded, with the value that reproduces those runs: left out of the hash at
 # that value, so that the records keep their hash and their workdirs still resume.
 ADDED_FIELDS = {("run", "compute_dtype"): "float32", ("wm", "share_encoder_pass"): False, ("wm", "remat"): False, ("wm", "loss_chunks"): 1,
-                ("wm", "rew_end_next_state"): True, ("ac", "lr_scale"): 1.0, ("ac", "entropy_decay_updates"): 0, ("ac", "entropy_weight_final"): 0.001}
+                ("wm", "rew_end_next_state"): True, ("ac", "lr_scale"): 1.0, ("ac", "entropy_decay_updates"): 0, ("ac", "entropy_weight_final"): 0.001,
+                ("wm", "rewarded_fraction"): 0.0}
 
 
 def results_fields(config) -> dict:

@@ -329,9 +329,32 @@ def _draw_episode_slots(state: ReplayState, key: jax.Array, batch_size: int,
   return _rank_to_slot(state, rank)
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "length", "weights", "pad_after_end"))
+def _rewarded_steps(state: ReplayState, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """n draws, uniform over the sampleable steps with a nonzero reward in the whole ring.
+
+  Returns (slot [n], step [n] within the episode's sampleable range, found [n]: False where the ring holds no
+  such step, and slot / step are then meaningless).
+  """
+  c, m = state.capacity, state.max_episodes
+  rows = jnp.arange(c)
+  absolute = state.t - 1 - jnp.mod(state.t - 1 - rows, c)  # [C] the step each row holds (< 0: not written)
+  slot = jnp.mod(state.episode_id, m)                          # [E, C]
+  in_table = (state.episode_id >= 0) & (state.episode_id >= state.num_created - m) & state.live[slot]
+  sampleable = in_table & (absolute[None] >= 0) & (absolute[None] + 1 < state.t)
+  counts = jnp.cumsum((sampleable & (state.rew != 0)).reshape(-1).astype(jnp.int32))
+  u = jax.random.randint(key, (n,), 0, jnp.maximum(counts[-1], 1))
+  flat = jnp.minimum(jnp.searchsorted(counts, u, side="right"), counts.shape[0] - 1)
+  env, row = flat // c, flat % c
+  slot = slot[env, row]
+  lo, _ = _sampleable_range(state, slot)
+  return slot, absolute[row] - lo, jnp.broadcast_to(counts[-1] > 0, (n,))
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size", "length", "weights", "pad_after_end", "rewarded",
+                                             "rewarded_last"))
 def sample_segments(state: ReplayState, key: jax.Array, batch_size: int, length: int, *,
-                    weights: tuple[float, ...] = (0.1, 0.1, 0.1, 0.7), pad_after_end: bool) -> Segment:
+                    weights: tuple[float, ...] = (0.1, 0.1, 0.1, 0.7), pad_after_end: bool, rewarded: int = 0,
+                    rewarded_last: int = 1) -> Segment:
   """B segments of T steps, each from one episode, by DIAMOND's BatchSampler rules.
 
   Args:
@@ -344,6 +367,12 @@ def sample_segments(state: ReplayState, key: jax.Array, batch_size: int, length:
       `replay.sample_weights`); a hashable tuple, it is a static argument.
     pad_after_end: False for world-model segments (padding only before the episode's start), True for
       reward/end segments (padding before the start and after the end).
+    rewarded: the first `rewarded` of the B segments hold a step with a nonzero reward among their last
+      `rewarded_last` steps (`pad_after_end=False` only): the step is drawn uniformly among the ring's
+      sampleable rewarded steps, whatever its episode's age, and the window is placed as in rule 3 with an
+      offset drawn from U{0..rewarded_last - 1}. Where the ring holds no rewarded step, DIAMOND's draw stands.
+      The other segments, and all of them with `rewarded=0` (the default), are DIAMOND's, draw for draw.
+      Not DIAMOND's: `wm.rewarded_fraction` (jedi_jax/config.py) says why.
 
   Returns:
     A `Segment`: obs [B, T + 1, H, W, 3] uint8, act [B, T] int32, rew [B, T] float32, end/trunc/mask
@@ -359,6 +388,18 @@ def sample_segments(state: ReplayState, key: jax.Array, batch_size: int, length:
   ep_len = hi - lo
   step = jax.random.randint(key_step, (b,), 0, jnp.maximum(ep_len, 1))
   offset = jax.random.randint(key_offset, (b,), 0, t_len)
+  if rewarded:
+    if pad_after_end or not 1 <= rewarded <= b or not 1 <= rewarded_last <= t_len:
+      raise ValueError(f"rewarded segments need pad_after_end=False, 1 <= rewarded <= batch_size and 1 <= "
+                       f"rewarded_last <= length, got {rewarded}, {rewarded_last} ({b}, {t_len}, {pad_after_end})")
+    key_slot, key_off = jax.random.split(jax.random.fold_in(key, 1))
+    r_slot, r_step, found = _rewarded_steps(state, key_slot, rewarded)
+    r_offset = jax.random.randint(key_off, (rewarded,), 0, rewarded_last)
+    mix = lambda r, x: x.at[:rewarded].set(jnp.where(found, r, x[:rewarded]))
+    slot, step, offset = mix(r_slot, slot), mix(r_step, step), mix(r_offset, offset)
+    env = state.ep_env[slot]
+    lo, hi = _sampleable_range(state, slot)
+    ep_len = hi - lo
   if pad_after_end:
     start = step - offset
   else:

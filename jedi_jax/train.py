@@ -249,7 +249,11 @@ def sample_world_model_batch(replay: replay_lib.ReplayState, key: jax.Array, bat
     start = world_model.shared_dynamics_start(rew_end.mask, t_dyn, k_dyn)
     return world_model.WorldModelBatch(dynamics=world_model.segment_window(rew_end, start, t_dyn),
                                        rew_end=rew_end, dynamics_start=start)
-  dynamics = replay_lib.sample_segments(replay, k_dyn, batch_size, t_dyn, weights=weights, pad_after_end=False)
+  # wm.rewarded_fraction: that share of the segments holds a rewarded step among the predicted ones (the last
+  # num_predictions steps; world_model.world_model_loss).
+  rewarded = int(round(config_lib.added_field(config, "wm", "rewarded_fraction") * batch_size))
+  dynamics = replay_lib.sample_segments(replay, k_dyn, batch_size, t_dyn, weights=weights, pad_after_end=False,
+                                        rewarded=rewarded, rewarded_last=config.wm.num_predictions)
   return world_model.WorldModelBatch(dynamics=dynamics, rew_end=rew_end)
 
 

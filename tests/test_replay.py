@@ -359,6 +359,72 @@ def test_few_episodes_uniform_over_steps():
   assert_matches(draws, probs, live, ref)
 
 
+# --- Segments anchored on rewarded steps (wm.rewarded_fraction) --------------------------------------
+
+
+def sparse_reward_stream(seed, num_envs, steps):
+  """The protocol stream with about 1 step in 12 rewarded, as in the denser Atari games."""
+  rng = np.random.default_rng(seed)
+  stream = random_stream(rng, num_envs, steps, protocol=True)
+  stream["rew"] = np.where(rng.random(stream["rew"].shape) < 0.1, stream["rew"], 0.0).astype(np.float32)
+  return stream
+
+
+def rewarded_reference(ref):
+  """The sampleable steps (env, absolute step) with a nonzero reward, from the plain-Python model."""
+  out = set()
+  for k in ref.live():
+    lo, hi = ref.sampleable(k)
+    env = ref.episodes[k]["env"]
+    out |= {(env, a) for a in range(lo, hi) if ref.rows[env][a]["rew"] != 0}
+  return out
+
+
+@pytest.mark.parametrize("max_episodes", [None, 12])
+def test_rewarded_segments_end_on_a_rewarded_step_drawn_uniformly_and_leave_the_others_alone(max_episodes):
+  e, c, length, last, b, k = 2, 60, 6, 2, 256, 192
+  stream = sparse_reward_stream(11, e, 150)
+  # The newest row is rewarded: its next frame is not stored yet, so it is not a step to draw.
+  stream["valid"][-1, 0], stream["rew"][-1, 0] = True, 1.0
+  state, ref = build(e, c, stream, max_episodes)
+  targets = rewarded_reference(ref)
+  rewarded_rows = {(env, a) for env in range(e) for a in range(150 - c, 150) if ref.rows[env][a]["rew"] != 0
+                   and ref.rows[env][a]["id"] >= 0}
+  assert (0, 149) in rewarded_rows - targets
+  if max_episodes:  # rows still in the ring whose episodes left the table are not drawn either
+    assert len(rewarded_rows - targets) > 1
+  assert 3 < len(targets) < 40  # the ring has wrapped: older rewarded steps are gone
+  key = jax.random.key(12)
+  seg = replay.sample_segments(state, key, b, length, pad_after_end=False, rewarded=k, rewarded_last=last)
+  plain = replay.sample_segments(state, key, b, length, pad_after_end=False)
+  seg = check_segments(seg, ref, length, False)  # one episode, exact rows, as every segment
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x)[k:], np.asarray(y)[k:]), seg, plain)
+  tail = seg.rew[:k, -last:] * seg.mask[:k, -last:]
+  assert (tail != 0).any(axis=1).all()
+  assert (plain.rew[:, -last:] != 0).any(axis=1).mean() < 0.5
+  # Uniform over the ring's sampleable rewarded steps: single-step segments are the drawn steps themselves.
+  draws = []
+  for i in range(6):
+    one = replay.sample_segments(state, jax.random.fold_in(key, i), 4096, 1, pad_after_end=False, rewarded=4096)
+    draws += [decode(f) for f in np.asarray(one.obs[:, 0]).reshape(4096, -1)[:, :3]]
+  assert set(draws) == targets
+  counts = np.array([draws.count(d) for d in sorted(targets)])
+  exp = len(draws) / len(targets)
+  chi2, dof = ((counts - exp) ** 2 / exp).sum(), len(targets) - 1
+  assert chi2 < dof + 5 * np.sqrt(2 * dof), (chi2, dof)
+
+
+def test_rewarded_segments_fall_back_to_diamonds_draw_without_rewards():
+  stream = sparse_reward_stream(13, 2, 80)
+  stream["rew"][:] = 0.0
+  state, _ = build(2, 60, stream)
+  key = jax.random.key(14)
+  seg = replay.sample_segments(state, key, 64, 6, pad_after_end=False, rewarded=32, rewarded_last=2)
+  jax.tree.map(np.testing.assert_array_equal, seg, replay.sample_segments(state, key, 64, 6, pad_after_end=False))
+  with pytest.raises(ValueError):
+    replay.sample_segments(state, key, 64, 6, pad_after_end=True, rewarded=32)
+
+
 # --- jit and scan --------------------------------------------------------------------------------
 
 

@@ -554,6 +554,39 @@ def test_efficiency_switch_errors_are_one_line():
   d["wm"]["loss_chunks"] = 0
   with pytest.raises(ValueError, match=r"^wm.loss_chunks must be an integer >= 1, got 0$"):
     config_lib.validate(config_lib.ml_collections.ConfigDict(d))
+  d["wm"]["loss_chunks"] = 1
+  d["wm"]["rewarded_fraction"] = 1.5
+  with pytest.raises(ValueError, match=r"^wm.rewarded_fraction must lie in \[0, 1\], got 1.5$"):
+    config_lib.validate(config_lib.ml_collections.ConfigDict(d))
+  d["wm"]["rewarded_fraction"], d["wm"]["share_encoder_pass"] = 0.25, True
+  with pytest.raises(ValueError, match=r"^wm.rewarded_fraction needs the dynamics segments drawn on their own"):
+    config_lib.validate(config_lib.ml_collections.ConfigDict(d))
+
+
+def test_rewarded_fraction_puts_a_reward_among_the_predicted_steps_of_that_share_of_the_batch():
+  """`wm.rewarded_fraction`: the first round(fraction * B) dynamics segments of a world-model batch hold a
+  rewarded transition among the steps the denoiser predicts (the last num_predictions); the reward/end
+  segments and, at 0, the whole batch are DIAMOND's draws."""
+  from jedi_jax import replay as replay_lib
+  from jedi_jax import train
+  rng = np.random.default_rng(0)
+  state = replay_lib.init_replay(1, 400, (1, 1, 3))
+  for a in range(400):
+    state = replay_lib.add(state, np.full((1, 1, 1, 3), 1 + a % 200, np.uint8), jnp.array([a % 3]),
+                           jnp.array([float(rng.random() < 0.02)]), jnp.array([a % 97 == 96]), jnp.array([False]),
+                           jnp.array([True]))
+  c = config_lib.get_config("debug")
+  p, b = c.wm.num_predictions, 32
+  key = jax.random.key(1)
+  plain = train.sample_world_model_batch(state, key, b, config_lib.freeze(c))
+  c.wm.rewarded_fraction = 0.25
+  batch = train.sample_world_model_batch(state, key, b, config_lib.freeze(c))
+  dyn = batch.dynamics
+  predicted = (np.asarray(dyn.rew)[:, -p:] != 0) & np.asarray(dyn.mask)[:, -p:]
+  assert predicted[:8].any(axis=1).all()
+  assert predicted[8:].any(axis=1).mean() < 0.25 and (np.asarray(plain.dynamics.rew)[:, -p:] != 0).any(axis=1).mean() < 0.25
+  jax.tree.map(np.testing.assert_array_equal, batch.rew_end, plain.rew_end)
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x)[8:], np.asarray(y)[8:]), dyn, plain.dynamics)
 
 
 def test_remat_checkpoints_each_residual_block():
