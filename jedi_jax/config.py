@@ -421,7 +421,8 @@ def atari_cpu() -> ml_collections.ConfigDict:
   Not yet shown to beat random. With the 32-channel denoiser, in every game tried (Boxing, Qbert, CrazyClimber,
   UpNDown) the latent dynamics ignored the action, and the policy stayed uniform or learnt only what the
   reward/end model ties to the action itself; with this one they follow it on Breakout, which still played at
-  random's level (docs/results.md, "Atari on this CPU").
+  random's level, and UpNDown seed 0 scored 2.6x random at its interim test of epoch 96 (docs/results.md,
+  "Atari on this CPU").
   """
   c = minatar()
   c.preset = "atari_cpu"
