@@ -69,17 +69,11 @@ def main(argv):
     if not rows:
       print(f"| {name} | 0 | | | |")
       continue
-    out = {v: [] for v in ("true", "sampled", "frozen")}
-    for start in range(0, len(rows), _BATCH.value):
-      chunk = rows[start:start + _BATCH.value]
-      chunk = chunk + [chunk[-1]] * (_BATCH.value - len(chunk))     # one compiled shape
-      obs, act = diagnostics.gather_windows(state.replay, chunk, k)
-      got = probe(state.wm_params, obs, act, jax.random.key(_SEED.value * 1_000_003 + start))
-      for v in out:
-        out[v].append(np.asarray(got[v]))
+    out = diagnostics.probe_rewarded_rows(probe, state.wm_params, state.replay, rows, k, _BATCH.value,
+                                          lambda start: jax.random.key(_SEED.value * 1_000_003 + start))
     table[name] = {"transitions": len(rows)}
-    for v, chunks in out.items():
-      p = np.concatenate(chunks)[:len(rows)]
+    for v in ("true", "sampled", "frozen"):
+      p = out[v]
       table[name][v] = {"recall": float(np.mean(p.argmax(-1) == sign + 1)),
                         "mean_prob": float(np.mean(p[:, sign + 1]))}
       print(f"| {name} | {len(rows)} | {v} | {table[name][v]['recall']:.3f} | {table[name][v]['mean_prob']:.3f} |")

@@ -96,29 +96,23 @@ def main(argv):
       metrics[name + "_se"] = v.std() / np.sqrt(max(v.shape[0] - 1, 1))
     return metrics
 
-  # Rewarded transitions of the (fixed) replay for the reward probe, in batches of one compiled shape.
-  probe_batches = {}
+  # Rewarded transitions of the (fixed) replay for the reward probe.
+  probe_rows = {}
   if _REWARD_PROBE.value:
     reward_probe = diagnostics.make_reward_probe(cfg, 0)
     rng = np.random.default_rng(cfg.seed)
-    size = cfg.optim.batch_size
     for name, sign in (("pos", 1), ("neg", -1)):
       found = diagnostics.rewarded_rows(state.replay, cfg.wm.num_cond, sign, _REWARD_PROBE.value, rng)
       if found:
-        real = len(found)
-        found = found + [found[-1]] * (-len(found) % size)   # one compiled shape; the padding is dropped below
-        probe_batches[name] = (real, [diagnostics.gather_windows(state.replay, found[i:i + size],
-                                                                       cfg.wm.num_cond)
-                                            for i in range(0, len(found), size)])
+        probe_rows[name] = (sign, found)
 
   def probe_rewards(state, key) -> dict:
     out = {}
-    for name, (n, batches) in probe_batches.items():
-      got = [reward_probe(state.wm_params, obs, act, jax.random.fold_in(key, i)) for i, (obs, act) in
-             enumerate(batches)]
-      cls = 2 if name == "pos" else 0
+    for name, (sign, found) in probe_rows.items():
+      got = diagnostics.probe_rewarded_rows(reward_probe, state.wm_params, state.replay, found, cfg.wm.num_cond,
+                                            cfg.optim.batch_size, lambda start: jax.random.fold_in(key, start))
       for v in ("true", "sampled"):
-        out[f"reward_probe_{name}_{v}"] = float(np.mean(np.concatenate([np.asarray(g[v])[:, cls] for g in got])[:n]))
+        out[f"reward_probe_{name}_{v}"] = float(np.mean(got[v][:, sign + 1]))
     return out
 
   rows = []

@@ -216,6 +216,21 @@ def gather_windows(replay, rows, num_cond: int):
           np.stack([act[e, ix[:-1]] for e, ix in zip(envs, idx)]).astype(np.int32))
 
 
+def probe_rewarded_rows(probe, wm_params, replay, rows, num_cond: int, batch_size: int, chunk_key) -> dict:
+  """Runs `probe` (`make_reward_probe`) over the windows of `rows` (`rewarded_rows`) in chunks of one compiled
+  shape (the last padded with its last row, the padding dropped); chunk_key(start) -> the key of the chunk
+  starting at row `start`. Returns {"true" | "sampled" | "frozen": reward-class probabilities [len(rows), 3]}."""
+  import numpy as np
+  out = {}
+  for start in range(0, len(rows), batch_size):
+    chunk = rows[start:start + batch_size]
+    chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))
+    obs, act = gather_windows(replay, chunk, num_cond)
+    for name, p in probe(wm_params, obs, act, chunk_key(start)).items():
+      out.setdefault(name, []).append(np.asarray(p))
+  return {name: np.concatenate(ps)[:len(rows)] for name, ps in out.items()}
+
+
 def make_reward_probe(config, frozen_rows: int):
   """jit(wm_params, obs, act, key) -> {"true" | "sampled" | "frozen": reward-class probabilities [N, 3] of
   the last transition}, for the windows of `gather_windows`. The next state is the encoded true frame, a
