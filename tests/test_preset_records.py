@@ -19,7 +19,7 @@ def _records(preset):
   return [(p, json.load(open(p)), json.load(open(os.path.join(os.path.dirname(p), "config.json")))) for p in paths]
 
 
-@pytest.mark.parametrize("preset", ["catch", "catch_quick", "minatar"])
+@pytest.mark.parametrize("preset", ["atari_cpu", "catch", "catch_quick", "minatar"])
 def test_committed_runs_match_the_preset(preset):
   records = _records(preset)
   assert records, f"no committed runs under results/{preset}/runs"
