@@ -12,7 +12,7 @@ Presets are functions returning a fresh config:
   * `catch()`     - the Catch learning testbed (pure-JAX env): learns in minutes on a 2-core CPU.
   * `catch_quick()` - Catch in ~4.5 minutes, beats random on every seed run: the regression test for learning.
   * `minatar()`   - MinAtar Breakout (pure-JAX env, gymnax): one seed in at most 2.5 h on a 2-core CPU.
-  * `atari_cpu()` - Atari100k games with `minatar()`'s agent on 15k env steps: one seed in ~1.8 h on a 2-core CPU.
+  * `atari_cpu()` - Atari100k games, `minatar()`'s agent, 15k env steps: one seed in ~1.8 h on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -419,10 +419,11 @@ def atari_cpu() -> ml_collections.ConfigDict:
     * (2026-12-04) a latent denoiser of 64 channels and depth 2 (was 32 and 1, the MinAtar agent's), an
       entropy weight annealed from 0.01 to 0.001 (catch()'s): see the comment below.
   UpNDown seed 0 beats random with it (1,407.5 against 435.8 over 100 test games, results/atari_cpu); seed 1
-  learnt (1,796 at epoch 48), then collapsed below random (169.6). With the 32-channel denoiser, in every game tried (Boxing, Qbert, CrazyClimber, UpNDown) the
-  latent dynamics ignored the action, and the policy stayed uniform or learnt only what the reward/end model
-  ties to the action itself; with this one they follow it on Breakout, which still played at random's level
-  (docs/results.md, "Atari on this CPU").
+  learnt (1,796 at epoch 48), then collapsed below random (169.6). With the 32-channel denoiser, in every game
+  tried (Boxing, Qbert, CrazyClimber, UpNDown) the latent dynamics ignored the action, and the policy stayed
+  uniform or learnt only what the reward/end model ties to the action itself; with this one they follow it on
+  Breakout, which still played at random's level, and still ignore it on UpNDown (docs/results.md, "Atari on
+  this CPU").
   """
   c = minatar()
   c.preset = "atari_cpu"
