@@ -186,6 +186,45 @@ def action_reward_information(actions, reward_signs, num_actions: int, max_lag: 
   return table
 
 
+def action_history(replay, num_actions: int, window: int) -> list[dict]:
+  """What a run's policy did over its training, from the actions its replay holds, window by window.
+
+  `replay`: a `ReplayState` (host or device arrays). Its rows are the collected steps in order (the policy's
+  own actions, epsilon-greedy at `ac.epsilon_collect`), the initial random ones first; the ring keeps the
+  newest `capacity` rows per env. Windows of `window` env steps (all E envs together; a row of each env is
+  one step each) cover the held rows from the oldest, the last may be shorter. Per window: {"first_step",
+  "last_step" (absolute env steps, last exclusive), "steps" (training steps counted: auto-reset rows left
+  out), "action_fraction" [A], "action_entropy_bits" (of that empirical distribution; log2 A is uniform),
+  "reward_rate_pos", "reward_rate_neg", "end_rate"}. The policy's drift to one action shows here even when
+  its entropy stays near uniform in `ac/policy_entropy` (docs/results.md, "Atari on this CPU").
+  """
+  import numpy as np
+  act, rew, end = (np.asarray(x) for x in (replay.act, replay.rew, replay.end))
+  valid = np.asarray(replay.episode_id) >= 0
+  num_envs, capacity = act.shape
+  t = int(np.asarray(replay.t))
+  held = min(t, capacity)
+  rows = (t - held + np.arange(held)) % capacity                # ring positions, oldest first
+  act, rew, end, valid = (x[:, rows].T for x in (act, rew, end, valid))   # [held, E], time first
+  rows_per_window = max(1, window // num_envs)
+  table = []
+  for lo in range(0, held, rows_per_window):
+    sl = slice(lo, min(lo + rows_per_window, held))
+    v = valid[sl]
+    n = int(v.sum())
+    counts = np.bincount(act[sl][v], minlength=num_actions)[:num_actions].astype(np.float64)
+    frac = counts / max(n, 1)
+    nz = frac[frac > 0]
+    table.append({
+        "first_step": (t - held + sl.start) * num_envs, "last_step": (t - held + sl.stop) * num_envs,
+        "steps": n, "action_fraction": frac.tolist(),
+        "action_entropy_bits": float(-np.sum(nz * np.log2(nz))),
+        "reward_rate_pos": float(((rew[sl] > 0) & v).sum() / max(n, 1)),
+        "reward_rate_neg": float(((rew[sl] < 0) & v).sum() / max(n, 1)),
+        "end_rate": float((end[sl] & v).sum() / max(n, 1))})
+  return table
+
+
 def rewarded_rows(replay, num_cond: int, sign: int, max_rows: int, rng) -> list[tuple[int, int]]:
   """Up to `max_rows` (env, absolute step) of replay transitions with sign(reward) == `sign` whose
   `num_cond` - 1 steps before and the next frame belong to the same episode (drawn at random with `rng`)."""

@@ -7,6 +7,7 @@ import pytest
 
 from jedi_jax import diagnostics
 from jedi_jax import diffusion
+from jedi_jax import replay as replay_lib
 from jedi_jax import world_model as wm
 from test_world_model import NUM_ACTIONS, make_segment, wm_config
 
@@ -178,3 +179,34 @@ def test_action_reward_information_finds_the_lag_of_a_planted_effect():
     assert table[lag]["bits"] < 3 * table[lag]["bias_bits"]
   np.testing.assert_allclose(table[2]["positive_rate"][2], np.mean(signs[2:][actions[:-2] == 2] == 1))
   assert table[2]["positive_rate"][0] == 0.0
+
+
+def test_action_history_counts_the_replay_in_step_order_across_the_ring():
+  """experiments/action_history.py: per window of env steps, each action's share of the training steps, the
+  entropy of that share and the reward/end rates, oldest rows first once the ring has wrapped, auto-reset rows
+  left out; checked against a plain count of the steps written."""
+  num_envs, capacity, num_actions, steps = 2, 7, 3, 11
+  rng = np.random.default_rng(1)
+  replay = replay_lib.init_replay(num_envs, capacity, obs_shape=(2, 2, 3))
+  written = []                                    # (absolute row, env, action, reward, end, valid)
+  for t in range(steps):
+    act = rng.integers(0, num_actions, num_envs)
+    rew = rng.choice([-1.0, 0.0, 1.0], num_envs)
+    end = rng.random(num_envs) < 0.2
+    valid = np.array([t != 5, True])              # env 0's row 5 is an auto-reset row
+    replay = replay_lib.add(replay, np.zeros((num_envs, 2, 2, 3), np.uint8), act, rew, end,
+                            np.zeros(num_envs, bool), valid)
+    written += [(t, e, act[e], rew[e], end[e], valid[e]) for e in range(num_envs)]
+  table = diagnostics.action_history(replay, num_actions, window=6)   # 3 rows of each env per window
+  held = [w for w in written if w[0] >= steps - capacity]               # the ring keeps rows 4..10
+  assert [(w["first_step"], w["last_step"]) for w in table] == [(8, 14), (14, 20), (20, 22)]
+  for w, lo in zip(table, (4, 7, 10)):
+    rows = [h for h in held if lo <= h[0] < lo + 3 and h[5]]
+    assert w["steps"] == len(rows)
+    share = np.bincount([h[2] for h in rows], minlength=num_actions) / len(rows)
+    np.testing.assert_allclose(w["action_fraction"], share)
+    nz = share[share > 0]
+    np.testing.assert_allclose(w["action_entropy_bits"], -np.sum(nz * np.log2(nz)))
+    np.testing.assert_allclose(w["reward_rate_pos"], np.mean([h[3] > 0 for h in rows]))
+    np.testing.assert_allclose(w["reward_rate_neg"], np.mean([h[3] < 0 for h in rows]))
+    np.testing.assert_allclose(w["end_rate"], np.mean([h[4] for h in rows]))

@@ -242,6 +242,29 @@ def test_results_and_load_run(reference):
   assert run_files.final_state_checksum(loaded) == results["final_state_checksum"]
 
 
+
+def test_action_history_reads_a_finished_run(reference, tmp_path):
+  """experiments/action_history.py on a workdir: the windows' shares add up to the replay's training steps
+  and its actions; a directory without a run is one error line."""
+  ref_dir, _ = reference
+  out = tmp_path / "actions.json"
+  cmd = [sys.executable, "-m", "experiments.action_history", f"--workdir={ref_dir}", "--window=7", f"--json={out}"]
+  proc = subprocess.run(cmd, cwd=ROOT, env=_cli_env(None), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  table = json.loads(out.read_text())
+  assert table["actions"] == ["LEFT", "NOOP", "RIGHT"] and table["epoch"] == EPOCHS
+  _, state, _ = run_files.load_run(str(ref_dir))
+  valid = np.asarray(state.replay.episode_id) >= 0
+  acts = np.asarray(state.replay.act)[valid]
+  windows = table["windows"]
+  assert sum(w["steps"] for w in windows) == valid.sum() == int(state.replay.num_rows_held)
+  counts = sum(np.asarray(w["action_fraction"]) * w["steps"] for w in windows)
+  np.testing.assert_allclose(counts, np.bincount(acts, minlength=3), atol=1e-6)
+  assert f"| {windows[0]['first_step']}-{windows[0]['last_step']} |" in proc.stdout
+  bad = subprocess.run(cmd[:3] + [f"--workdir={tmp_path}"], cwd=ROOT, env=_cli_env(None), capture_output=True,
+                       text=True, timeout=300)
+  assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error:"), bad.stderr[-2000:]
+
 @pytest.mark.after_suite
 def test_packed_seeds_resume_exactly_and_match_single_runs(reference, tmp_path):
   """--num_seeds=2: seed 0 has exactly the single run's replay (same envs, same actions) and its params to
