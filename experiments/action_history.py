@@ -15,7 +15,6 @@ than that shows its last steps only.
 from __future__ import annotations
 
 import json
-import sys
 
 from absl import app
 from absl import flags
@@ -41,15 +40,10 @@ def format_table(names: list[str], table: list[dict]) -> str:
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)  # orbax's restore messages
-  from jedi_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   from jedi_jax import diagnostics  # pylint: disable=g-import-not-at-top
   from jedi_jax import play  # pylint: disable=g-import-not-at-top
   from jedi_jax import run_files  # pylint: disable=g-import-not-at-top
-  try:
-    cfg, state, epoch = run_files.load_run(_WORKDIR.value, log=lambda *_: None)
-  except ckpt_lib.WorkdirError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  cfg, state, epoch = run_files.load_run_or_exit(_WORKDIR.value)
   names = play.action_names(cfg.game, cfg.env.backend)
   table = diagnostics.action_history(state.replay, len(names), _WINDOW.value)
   print(f"{cfg.game} seed {cfg.seed}, checkpoint of epoch {epoch}: collected actions (% of each window's steps)")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -45,14 +44,9 @@ def main(argv):
   del argv
   import jax
   import numpy as np
-  from jedi_jax import checkpoint as ckpt_lib
   from jedi_jax import diagnostics
   from jedi_jax import run_files
-  try:
-    config, state, epoch = run_files.load_run(_WORKDIR.value, log=lambda *a: None)
-  except (ckpt_lib.WorkdirError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  config, state, epoch = run_files.load_run_or_exit(_WORKDIR.value)
   if _STEPS.value is not None:
     from jedi_jax import config as config_lib
     edited = config_lib.to_config_dict(config)
@@ -65,11 +59,11 @@ def main(argv):
   print(f"{_WORKDIR.value}: checkpoint of epoch {epoch}, {config.game}, {config.sampler.num_steps} sampler steps")
   print("| reward sign | transitions | next state | recall | mean P(true sign) |\n|---|---|---|---|---|")
   for name, sign in SIGNS.items():
-    rows = diagnostics.rewarded_rows(state.replay, k, sign, _MAX.value, rng)
+    rows = diagnostics.transition_rows(state.replay, k, _MAX.value, rng, sign=sign)
     if not rows:
       print(f"| {name} | 0 | | | |")
       continue
-    out = diagnostics.probe_rewarded_rows(probe, state.wm_params, state.replay, rows, k, _BATCH.value,
+    out = diagnostics.probe_rows(probe, state.wm_params, state.replay, rows, k, _BATCH.value,
                                           lambda start: jax.random.key(_SEED.value * 1_000_003 + start))
     table[name] = {"transitions": len(rows)}
     for v in ("true", "sampled", "frozen"):

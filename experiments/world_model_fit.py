@@ -97,19 +97,19 @@ def main(argv):
     return metrics
 
   # Rewarded transitions of the (fixed) replay for the reward probe.
-  probe_rows = {}
+  probe_sets = {}
   if _REWARD_PROBE.value:
     reward_probe = diagnostics.make_reward_probe(cfg, 0)
     rng = np.random.default_rng(cfg.seed)
     for name, sign in (("pos", 1), ("neg", -1)):
-      found = diagnostics.rewarded_rows(state.replay, cfg.wm.num_cond, sign, _REWARD_PROBE.value, rng)
+      found = diagnostics.transition_rows(state.replay, cfg.wm.num_cond, _REWARD_PROBE.value, rng, sign=sign)
       if found:
-        probe_rows[name] = (sign, found)
+        probe_sets[name] = (sign, found)
 
   def probe_rewards(state, key) -> dict:
     out = {}
-    for name, (sign, found) in probe_rows.items():
-      got = diagnostics.probe_rewarded_rows(reward_probe, state.wm_params, state.replay, found, cfg.wm.num_cond,
+    for name, (sign, found) in probe_sets.items():
+      got = diagnostics.probe_rows(reward_probe, state.wm_params, state.replay, found, cfg.wm.num_cond,
                                             cfg.optim.batch_size, lambda start: jax.random.fold_in(key, start))
       for v in ("true", "sampled"):
         out[f"reward_probe_{name}_{v}"] = float(np.mean(got[v][:, sign + 1]))

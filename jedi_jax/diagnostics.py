@@ -225,17 +225,22 @@ def action_history(replay, num_actions: int, window: int) -> list[dict]:
   return table
 
 
-def rewarded_rows(replay, num_cond: int, sign: int, max_rows: int, rng) -> list[tuple[int, int]]:
-  """Up to `max_rows` (env, absolute step) of replay transitions with sign(reward) == `sign` whose
-  `num_cond` - 1 steps before and the next frame belong to the same episode (drawn at random with `rng`)."""
+def transition_rows(replay, num_cond: int, max_rows: int, rng, sign: int | None = None,
+                    last: int | None = None) -> list[tuple[int, int]]:
+  """Up to `max_rows` (env, absolute step) of replay transitions whose `num_cond` - 1 steps before and next
+  frame belong to the same episode, drawn at random with `rng`: those with sign(reward) == `sign` (any reward
+  when None), among the newest `last` steps of each env (all the held ones when None)."""
   import numpy as np
   rew, episode = np.asarray(replay.rew), np.asarray(replay.episode_id)
   capacity, written = rew.shape[1], int(replay.t)
+  first = max(0, written - capacity) + num_cond - 1
+  if last is not None:
+    first = max(first, written - 1 - last)
   found = []
   for e in range(rew.shape[0]):
-    for i in range(max(0, written - capacity) + num_cond - 1, written - 1):
+    for i in range(first, written - 1):
       ep = episode[e, i % capacity]
-      if (ep >= 0 and np.sign(rew[e, i % capacity]) == sign
+      if (ep >= 0 and (sign is None or np.sign(rew[e, i % capacity]) == sign)
           and all(episode[e, j % capacity] == ep for j in range(i - num_cond + 1, i + 2))):
         found.append((e, i))
   if len(found) > max_rows:
@@ -255,17 +260,18 @@ def gather_windows(replay, rows, num_cond: int):
           np.stack([act[e, ix[:-1]] for e, ix in zip(envs, idx)]).astype(np.int32))
 
 
-def probe_rewarded_rows(probe, wm_params, replay, rows, num_cond: int, batch_size: int, chunk_key) -> dict:
-  """Runs `probe` (`make_reward_probe`) over the windows of `rows` (`rewarded_rows`) in chunks of one compiled
-  shape (the last padded with its last row, the padding dropped); chunk_key(start) -> the key of the chunk
-  starting at row `start`. Returns {"true" | "sampled" | "frozen": reward-class probabilities [len(rows), 3]}."""
+def probe_rows(probe, params, replay, rows, num_cond: int, batch_size: int, chunk_key) -> dict:
+  """Runs `probe(params, obs, act, key)` (`make_reward_probe`, `make_action_probe`) over the windows of `rows`
+  (`transition_rows`) in chunks of one compiled shape (the last padded with its last row, the padding
+  dropped); chunk_key(start) -> the key of the chunk starting at row `start`. Returns each of the probe's
+  outputs concatenated over the rows ({name: [len(rows), ...]})."""
   import numpy as np
   out = {}
   for start in range(0, len(rows), batch_size):
     chunk = rows[start:start + batch_size]
     chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))
     obs, act = gather_windows(replay, chunk, num_cond)
-    for name, p in probe(wm_params, obs, act, chunk_key(start)).items():
+    for name, p in probe(params, obs, act, chunk_key(start)).items():
       out.setdefault(name, []).append(np.asarray(p))
   return {name: np.concatenate(ps)[:len(rows)] for name, ps in out.items()}
 
@@ -294,3 +300,121 @@ def make_reward_probe(config, frozen_rows: int):
             "frozen": probs(params, jnp.concatenate([states[:, :k], frozen[:, None]], 1), act)}
 
   return probe
+
+
+def make_action_probe(config):
+  """jit((wm_params, ac_params), obs, act, key) -> what one imagined step offers each action, from real states.
+
+  For the windows of `gather_windows` (obs [N, K + 1, H, W, 3], act [N, K]; frame K and action K - 1 unused):
+  the K frames are encoded and both LSTMs burnt in on them as `imagination.burn_in` does, and at the last
+  state s the policy gives pi(. | s) and V(s). Then, for every action a with the same sampler noise, the
+  dynamics sample s'_a, the reward/end model reads (s, a, s'_a) and the critic values s'_a (its LSTM advanced
+  by s, as at the next imagined step). Returns, each [N, A] over actions:
+    "policy":   pi(a | s);
+    "reward_pos", "reward_neg", "end": the reward/end model's P(r = +1), P(r = -1), P(end);
+    "q":        the one-step imagined action value P(+1) - P(-1) + gamma (1 - P(end)) V(s'_a), whose
+                differences between actions are what the actor-critic's advantages reward in imagination.
+  With dynamics that ignore the action, s'_a is the same for every a, and only the reward/end model's
+  reading of the action tells actions apart (docs/results.md, "Atari on this CPU").
+  """
+  from jedi_jax import imagination   # pylint: disable=import-outside-toplevel  (it imports world_model, which imports this)
+  from jedi_jax import world_model   # pylint: disable=import-outside-toplevel  (world_model imports this)
+  from jedi_jax.nets.actor_critic import ac_step   # pylint: disable=import-outside-toplevel
+  k = config.wm.num_cond
+  fns = imagination.default_world_model()
+
+  @jax.jit
+  def probe(params, obs, act, key):
+    wm_params, ac_params = params
+    states = world_model.encode(wm_params, obs[:, :k], config).astype(jnp.float32)
+    init = imagination.burn_in(wm_params, ac_params, states, act[:, :k], config, fns)
+    s = states[:, -1]
+    ac_state, logits, _ = ac_step(ac_params, init.ac_state, s, config)
+
+    def one_action(a):
+      actions = act[:, :k].at[:, -1].set(a)
+      next_state = world_model.sample_next(wm_params, states, actions, key, config).astype(jnp.float32)
+      _, rew_logits, end_logits = world_model.rew_end_step(wm_params, init.rew_end_state, s, actions[:, -1],
+                                                           next_state, config)
+      _, _, next_value = ac_step(ac_params, ac_state, next_state, config)
+      p_rew, p_end = jax.nn.softmax(rew_logits), jax.nn.softmax(end_logits)[:, 1]
+      q = p_rew[:, 2] - p_rew[:, 0] + config.ac.gamma * (1.0 - p_end) * next_value
+      return {"reward_pos": p_rew[:, 2], "reward_neg": p_rew[:, 0], "end": p_end, "q": q}
+
+    per_action = jax.lax.map(one_action, jnp.arange(logits.shape[-1]))   # {name: [A, N]}
+    return {"policy": jax.nn.softmax(logits), **{n: v.T for n, v in per_action.items()}}
+
+  return probe
+
+
+def summarize_action_probe(out: dict) -> dict:
+  """Means over states of `make_action_probe`'s outputs ({name: [N, A]}), per action: "policy", "reward_pos",
+  "reward_neg", "end", "q", "advantage" (q minus its mean under the policy at the same state) with its
+  standard error over states "advantage_se", and "best" (the share of states where the action has the
+  highest q)."""
+  import numpy as np
+  q = np.asarray(out["q"], np.float64)
+  policy = np.asarray(out["policy"], np.float64)
+  advantage = q - np.sum(policy * q, axis=1, keepdims=True)
+  best = np.bincount(np.argmax(q, axis=1), minlength=q.shape[1]) / q.shape[0]
+  table = {name: np.mean(np.asarray(out[name], np.float64), axis=0).tolist()
+           for name in ("policy", "reward_pos", "reward_neg", "end", "q")}
+  se = np.std(advantage, axis=0, ddof=1) / np.sqrt(q.shape[0]) if q.shape[0] > 1 else np.full(q.shape[1], np.nan)
+  return {**table, "advantage": np.mean(advantage, axis=0).tolist(), "advantage_se": se.tolist(),
+          "best": best.tolist()}
+
+
+def make_fixed_action_rollout(config, horizon: int):
+  """jit(wm_params, cond [N, K, *S], cond_actions [N, K], action, key) -> states [N, horizon, *S]: the dynamics
+  alone, open loop from the context, with `action` (a scalar) held for `horizon` steps. cond_actions[:, -1] is
+  replaced by `action`, as imagination replaces it by the policy's. Step h draws its noise from
+  fold_in(key, h), so every action sees the same noise and the rollouts differ only by the action."""
+  from jedi_jax import world_model   # pylint: disable=import-outside-toplevel  (world_model imports this)
+
+  @jax.jit
+  def rollout(wm_params, cond, cond_actions, action, key):
+    held = jnp.full(cond_actions.shape[:1], action, jnp.int32)
+
+    def step(carry, h):
+      cond, acts = carry
+      acts = acts.at[:, -1].set(held)
+      next_state = world_model.sample_next(wm_params, cond, acts, jax.random.fold_in(key, h), config)
+      next_state = next_state.astype(cond.dtype)
+      cond = jnp.concatenate([cond[:, 1:], next_state[:, None]], axis=1)
+      acts = jnp.concatenate([acts[:, 1:], held[:, None]], axis=1)
+      return (cond, acts), next_state
+
+    _, states = jax.lax.scan(step, (cond, cond_actions.astype(jnp.int32)), jnp.arange(horizon))
+    return jnp.swapaxes(states, 0, 1)
+
+  return rollout
+
+
+def action_spread(branches, scale: float):
+  """RMS over pairs of actions, points and elements of the difference between branches that differ only by
+  the action held, per step: branches [A, N, H, ...] -> [H], divided by `scale` (e.g. the latents' std, as in
+  `wm/action_sensitivity`). 0 when every action leads to the same states."""
+  import numpy as np
+  x = np.asarray(branches, np.float64)
+  a, n, h = x.shape[:3]
+  x = x.reshape(a, n, h, -1)
+  total, pairs = np.zeros(h), 0
+  for i in range(a):
+    for j in range(i + 1, a):
+      total += np.mean(np.square(x[i] - x[j]), axis=(0, 2))
+      pairs += 1
+  return np.sqrt(total / max(pairs, 1)) / scale
+
+
+def cross_action_gain(model, real):
+  """Per step, RMS(model[a] - real[a']) over all pairs a != a', over RMS(model[a] - real[a]) over all a, minus 1;
+  model and real [A, N, H, ...] hold branches that differ only by the action held. Above 0 when the model's
+  branches differ by action as the real ones do (the multi-step `wm/action_error_gain`)."""
+  import numpy as np
+  m, r = (np.asarray(x, np.float64) for x in (model, real))
+  a, n, h = m.shape[:3]
+  m, r = m.reshape(a, n, h, -1), r.reshape(a, n, h, -1)
+  same = np.mean([np.mean(np.square(m[i] - r[i]), axis=(0, 2)) for i in range(a)], axis=0)
+  cross = np.mean([np.mean(np.square(m[i] - r[j]), axis=(0, 2)) for i in range(a) for j in range(a) if i != j],
+                  axis=0)
+  return np.sqrt(cross / np.maximum(same, 1e-12)) - 1.0

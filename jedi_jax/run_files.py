@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -117,3 +118,13 @@ def load_run(workdir: str, num_seeds: int = 1, log=print):
     raise ckpt_lib.WorkdirError(f"no checkpoint in {workdir}")
   epoch, state, _ = restored
   return cfg, state, epoch
+
+
+def load_run_or_exit(workdir: str):
+  """`load_run` for the analysis commands (experiments/): a workdir without a readable run is one `error:`
+  line on stderr and exit status 1."""
+  try:
+    return load_run(workdir, log=lambda *_: None)
+  except (ckpt_lib.WorkdirError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)

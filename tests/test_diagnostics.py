@@ -126,7 +126,7 @@ def test_probe_action_sensitivity(monkeypatch, scale):
 
 
 def test_reward_probe_picks_whole_windows_of_one_episode():
-  """diagnostics.rewarded_rows / gather_windows (experiments/reward_probe.py): a transition qualifies when it has the asked reward sign, its K - 1 steps
+  """diagnostics.transition_rows / gather_windows (experiments/reward_probe.py): a transition qualifies when it has the asked reward sign, its K - 1 steps
   before and the frame after it are in its episode (also across the ring's wrap-around), and gather returns
   the frames of steps i - K + 1 .. i + 1 with the actions of steps i - K + 1 .. i."""
   import types
@@ -142,10 +142,10 @@ def test_reward_probe_picks_whole_windows_of_one_episode():
   rng = np.random.default_rng(0)
   # K = 2: step i needs i - 1, i and i + 1 in one episode. Step 3: no step 2 in the ring; 4: 5 is another
   # episode; 6: yes; 7: reward -1; 8: 9 is another episode; 10: no next frame written.
-  assert diagnostics.rewarded_rows(replay, 2, 1, 10, rng) == [(0, 6)]
-  assert diagnostics.rewarded_rows(replay, 2, -1, 10, rng) == [(0, 7)]
-  assert sorted(diagnostics.rewarded_rows(replay, 1, 1, 10, rng)) == [(0, 3), (0, 5), (0, 6), (0, 9)]
-  assert len(diagnostics.rewarded_rows(replay, 1, 1, 2, rng)) == 2
+  assert diagnostics.transition_rows(replay, 2, 10, rng, sign=1) == [(0, 6)]
+  assert diagnostics.transition_rows(replay, 2, 10, rng, sign=-1) == [(0, 7)]
+  assert sorted(diagnostics.transition_rows(replay, 1, 10, rng, sign=1)) == [(0, 3), (0, 5), (0, 6), (0, 9)]
+  assert len(diagnostics.transition_rows(replay, 1, 2, rng, sign=1)) == 2
   obs, act = diagnostics.gather_windows(replay, [(0, 7)], 2)
   assert obs.reshape(-1).tolist() == [6, 7, 8] and act.tolist() == [[106, 107]]
 
@@ -210,3 +210,103 @@ def test_action_history_counts_the_replay_in_step_order_across_the_ring():
     np.testing.assert_allclose(w["reward_rate_pos"], np.mean([h[3] > 0 for h in rows]))
     np.testing.assert_allclose(w["reward_rate_neg"], np.mean([h[3] < 0 for h in rows]))
     np.testing.assert_allclose(w["end_rate"], np.mean([h[4] for h in rows]))
+
+
+def _jitter(tree, seed, scale):
+  """Every parameter moved by scale * N(0, 1): layers that start at zero (heads, action conditioning) vary."""
+  leaves, treedef = jax.tree.flatten(tree)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return jax.tree.unflatten(treedef, [x + scale * jax.random.normal(n, x.shape) for x, n in zip(leaves, keys)])
+
+
+def test_action_probe_matches_a_step_by_step_loop():
+  """diagnostics.make_action_probe (experiments/action_probe.py) against the same quantities computed one
+  step and one action at a time: the burn-in of both LSTMs on the K - 1 first transitions, the policy at the
+  last state, and per action the sampled next state (same noise), the reward/end model and the critic."""
+  from jedi_jax.nets.actor_critic import ac_initial_state, ac_step, init_actor_critic_params
+  config = wm_config("jedi")
+  k, b = config.wm.num_cond, 3
+  # Several layers start at zero (the actor and critic heads, the action conditioning): move every parameter
+  # so that the policy, the values and the models' use of the action vary.
+  params = _jitter(wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0)), 4, 0.05)
+  ac = _jitter(init_actor_critic_params(config, NUM_ACTIONS, wm.state_shape(config), jax.random.PRNGKey(1)), 2, 0.3)
+  rng = np.random.default_rng(0)
+  obs = rng.integers(0, 256, (b, k + 1, 64, 64, 3)).astype(np.uint8)
+  act = rng.integers(0, NUM_ACTIONS, (b, k)).astype(np.int32)
+  key = jax.random.PRNGKey(3)
+  out = diagnostics.make_action_probe(config)((params, ac), obs, act, key)
+
+  states = wm.encode(params, obs[:, :k], config).astype(jnp.float32)
+  rew_state, ac_state = wm.rew_end_initial_state(config, b), ac_initial_state(config, b)
+  for j in range(k - 1):
+    rew_state, _, _ = wm.rew_end_step(params, rew_state, states[:, j], act[:, j], states[:, j + 1], config)
+    ac_state, _, _ = ac_step(ac, ac_state, states[:, j], config)
+  ac_state, logits, _ = ac_step(ac, ac_state, states[:, -1], config)
+  np.testing.assert_allclose(out["policy"], jax.nn.softmax(logits), rtol=1e-5, atol=1e-6)
+  for a in range(NUM_ACTIONS):
+    actions = act.copy()
+    actions[:, -1] = a
+    next_state = wm.sample_next(params, states, actions, key, config)
+    _, rew_logits, end_logits = wm.rew_end_step(params, rew_state, states[:, -1], actions[:, -1], next_state,
+                                                config)
+    _, _, value = ac_step(ac, ac_state, next_state, config)
+    p_rew, p_end = np.asarray(jax.nn.softmax(rew_logits)), np.asarray(jax.nn.softmax(end_logits))[:, 1]
+    want = p_rew[:, 2] - p_rew[:, 0] + config.ac.gamma * (1 - p_end) * np.asarray(value)
+    np.testing.assert_allclose(out["q"][:, a], want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["reward_pos"][:, a], p_rew[:, 2], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out["reward_neg"][:, a], p_rew[:, 0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out["end"][:, a], p_end, rtol=1e-4, atol=1e-6)
+  assert np.min(np.ptp(np.asarray(out["q"]), axis=1)) > 1e-4   # the actions are told apart
+
+
+def test_summarize_action_probe():
+  """Advantages are q minus the policy's mean q at the same state; "best" counts each state's argmax."""
+  out = {"q": np.array([[1.0, 0.0], [0.0, 2.0]]), "policy": np.array([[0.5, 0.5], [1.0, 0.0]]),
+         "reward_pos": np.zeros((2, 2)), "reward_neg": np.zeros((2, 2)), "end": np.zeros((2, 2))}
+  table = diagnostics.summarize_action_probe(out)
+  np.testing.assert_allclose(table["advantage"], [0.25, 0.75])     # states: (0.5, -0.5) and (0, 2)
+  np.testing.assert_allclose(table["advantage_se"], [0.25, 1.25])   # std (ddof 1) / sqrt(2)
+  np.testing.assert_allclose(table["best"], [0.5, 0.5])
+  np.testing.assert_allclose(table["q"], [0.5, 1.0])
+  np.testing.assert_allclose(table["policy"], [0.75, 0.25])
+
+
+def test_fixed_action_rollout_matches_a_step_by_step_loop():
+  """diagnostics.make_fixed_action_rollout (experiments/action_effect.py): the context's last action replaced,
+  then the action held, the window sliding by one sampled state per step, noise fold_in(key, h)."""
+  config = wm_config("jedi")
+  k, b, horizon = config.wm.num_cond, 2, 3
+  params = _jitter(wm.init_world_model(config, NUM_ACTIONS, jax.random.PRNGKey(0)), 4, 0.05)
+  rng = np.random.default_rng(0)
+  obs = rng.integers(0, 256, (b, k, 64, 64, 3)).astype(np.uint8)
+  act = rng.integers(0, NUM_ACTIONS, (b, k)).astype(np.int32)
+  cond = wm.encode(params, obs, config).astype(jnp.float32)
+  key = jax.random.PRNGKey(5)
+  rollout = diagnostics.make_fixed_action_rollout(config, horizon)
+  got = {a: np.asarray(rollout(params, cond, act, a, key)) for a in (0, 1)}
+  for a in (0, 1):
+    window, actions = cond, np.array(act)
+    actions[:, -1] = a
+    for h in range(horizon):
+      nxt = wm.sample_next(params, window, jnp.asarray(actions), jax.random.fold_in(key, h), config)
+      np.testing.assert_allclose(got[a][:, h], nxt, rtol=1e-4, atol=1e-5)
+      window = jnp.concatenate([window[:, 1:], nxt[:, None]], axis=1)
+      actions = np.concatenate([actions[:, 1:], np.full((b, 1), a, np.int32)], axis=1)
+  assert np.abs(got[0] - got[1]).max() > 1e-4      # the actions are told apart
+
+
+def test_action_spread_and_cross_action_gain():
+  """Pairwise RMS between branches, and the gain: 0 when the model ignores the action, above 0 when its
+  branches differ as the real ones do, below 0 when they differ the other way round."""
+  real = np.zeros((3, 2, 2, 4))
+  real[1] += 1.0
+  real[2] += 3.0                                   # per-action offsets 0, 1, 3: pairs differ by 1, 3, 2
+  np.testing.assert_allclose(diagnostics.action_spread(real, 2.0), [np.sqrt(14 / 3) / 2] * 2)
+  assert np.allclose(diagnostics.action_spread(np.ones((3, 2, 2, 4)), 1.0), 0.0)
+  blind = np.broadcast_to(real.mean(axis=0), real.shape)
+  np.testing.assert_allclose(diagnostics.cross_action_gain(blind, real), 0.0, atol=1e-12)
+  good = real + 0.1
+  # same-action error 0.1; cross errors |offset difference + 0.1|, over the 6 ordered pairs
+  cross = np.mean([(d + 0.1) ** 2 for d in (-1, -3, 1, -2, 3, 2)])
+  np.testing.assert_allclose(diagnostics.cross_action_gain(good, real), np.sqrt(cross / 0.01) - 1.0)
+  assert (diagnostics.cross_action_gain(real[::-1], real) < 0).all()

@@ -265,6 +265,27 @@ def test_action_history_reads_a_finished_run(reference, tmp_path):
                        text=True, timeout=300)
   assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error:"), bad.stderr[-2000:]
 
+def test_action_probe_reads_a_finished_run(reference, tmp_path):
+  """experiments/action_probe.py on a workdir: per action of the run's game, a policy that sums to 1, the
+  real shares of the replay window, finite values; a directory without a run is one error line."""
+  ref_dir, _ = reference
+  out = tmp_path / "probe.json"
+  cmd = [sys.executable, "-m", "experiments.action_probe", f"--workdir={ref_dir}", "--states=8", "--batch_size=4",
+         f"--json={out}"]
+  proc = subprocess.run(cmd, cwd=ROOT, env=_cli_env(None), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  table = json.loads(out.read_text())
+  assert table["actions"] == ["LEFT", "NOOP", "RIGHT"] and table["epoch"] == EPOCHS and table["states"] == 8
+  assert abs(sum(table["policy"]) - 1) < 1e-5 and abs(sum(table["replay_share"]) - 1) < 1e-9
+  assert abs(sum(table["best"]) - 1) < 1e-9
+  assert all(np.isfinite(table[key]).all() for key in ("q", "advantage", "reward_pos", "end"))
+  assert all(0 <= p <= 1 for p in table["replay_end"] if np.isfinite(p))
+  assert "| LEFT |" in proc.stdout and "| RIGHT |" in proc.stdout
+  bad = subprocess.run(cmd[:3] + [f"--workdir={tmp_path}"], cwd=ROOT, env=_cli_env(None), capture_output=True,
+                       text=True, timeout=300)
+  assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error:"), bad.stderr[-2000:]
+
+
 @pytest.mark.after_suite
 def test_packed_seeds_resume_exactly_and_match_single_runs(reference, tmp_path):
   """--num_seeds=2: seed 0 has exactly the single run's replay (same envs, same actions) and its params to

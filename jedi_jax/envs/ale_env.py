@@ -138,15 +138,8 @@ class StochasticAleAtari(AtariBatchEnv):
     self._action_set = self._ales[0].getMinimalActionSet()
 
   def _reset_one(self, i: int) -> None:
-    ale, rng = self._ales[i], self._rngs[i]
-    ale.reset_game()
-    num_noops = int(rng.integers(1, self.noop_max + 1)) if self.noop_max > 0 else 0
-    for _ in range(num_noops):
-      ale.act(ale_py.Action.NOOP)
-      if ale.game_over(with_truncation=False):
-        ale.reset_game()
-    ale.getScreenRGB(self._frames[i, 0])
-    self._frames[i, 1] = self._frames[i, 0]
+    num_noops = int(self._rngs[i].integers(1, self.noop_max + 1)) if self.noop_max > 0 else 0
+    noop_reset(self._ales[i], num_noops, self._frames[i])
     self._ended[i] = False
     self._steps[i] = 0
 
@@ -176,13 +169,7 @@ class StochasticAleAtari(AtariBatchEnv):
       ale, action = self._ales[i], self._action_set[int(actions[i])]
       skip = int(self._rngs[i].integers(STOCHASTIC_FRAME_SKIPS[0], STOCHASTIC_FRAME_SKIPS[1] + 1))
       self.last_frame_skips[i] = skip
-      total = 0
-      for _ in range(skip):
-        total += ale.act(action)
-        ale.getScreenRGB(self._frames[i, self._slot[i]])  # the two slots hold the last two frames
-        self._slot[i] ^= 1
-        if ale.game_over(with_truncation=False):
-          break
+      total, self._slot[i] = act_frames(ale, action, skip, self._frames[i], int(self._slot[i]))
       self._steps[i] += 1
       reward[i] = total
       game_over[i] = ale.game_over(with_truncation=False)
@@ -193,6 +180,32 @@ class StochasticAleAtari(AtariBatchEnv):
 
   def _xla_hint(self) -> str:
     return " with stochastic_frameskip (a per-env Python frame loop)"
+
+
+def noop_reset(ale, num_noops: int, frames: np.ndarray) -> None:
+  """reset_game, then `num_noops` NOOPs (a game over among them restarts the game); the first screen goes into
+  both slots of frames [2, H, W, 3], so the max-pool of the first observation is that screen."""
+  ale.reset_game()
+  for _ in range(num_noops):
+    ale.act(ale_py.Action.NOOP)
+    if ale.game_over(with_truncation=False):
+      ale.reset_game()
+  ale.getScreenRGB(frames[0])
+  frames[1] = frames[0]
+
+
+def act_frames(ale, action, skip: int, frames: np.ndarray, slot: int) -> tuple[float, int]:
+  """One agent step of `skip` emulator frames of `action` on `ale`, stopped early at game over. Each screen is
+  written into frames[slot] (frames: [2, H, W, 3] uint8) and the slot alternates, so that frames holds the last
+  two screens for the max-pool. Returns (summed reward, the slot to write next)."""
+  total = 0.0
+  for _ in range(skip):
+    total += ale.act(action)
+    ale.getScreenRGB(frames[slot])
+    slot ^= 1
+    if ale.game_over(with_truncation=False):
+      break
+  return total, slot
 
 
 def area_resize_weights(size_in: int, size_out: int) -> np.ndarray:
@@ -242,3 +255,72 @@ def area_resize(frames: np.ndarray, rows: tuple[np.ndarray, np.ndarray],
   x = np.einsum("nokwc,ok->nowc", x[:, row_index], row_weight)   # [N, h, W, C]
   x = np.einsum("nhokc,ok->nhoc", x[:, :, col_index], col_weight)  # [N, h, w, C]
   return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+class BranchingAle:
+  """One ale-py emulator under the Atari100k protocol (the `StochasticAleAtari` step with a fixed skip of 4)
+  whose state can be branched: `branches` plays every action from the current state and leaves it as it was
+  (experiments/action_effect.py)."""
+
+  def __init__(self, game: str, seed: int):
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+    self.ale = ale = ale_py.ALEInterface()
+    ale.setInt("random_seed", seed % (2**31))
+    ale.setFloat("repeat_action_probability", 0.0)
+    ale.setInt("frame_skip", 1)
+    ale.loadROM(roms.get_rom_path(protocol.ale_rom_name(game)))
+    self.actions = ale.getMinimalActionSet()
+    height, width = ale.getScreenDims()
+    self._taps = (area_resize_taps(height, FRAME_SHAPE[0]), area_resize_taps(width, FRAME_SHAPE[1]))
+    self.frames, self.slot = np.zeros((2, height, width, 3), np.uint8), 0
+    self.rng = np.random.default_rng(seed)
+
+  def reset(self, noop_max: int = 30):
+    """A new game after 1..noop_max no-ops (DIAMOND's draw); returns its first frame."""
+    noop_reset(self.ale, int(self.rng.integers(1, noop_max + 1)), self.frames)
+    self.slot = 0
+    return self.observe()
+
+  def observe(self):
+    return area_resize(self.frames.max(axis=0)[None], *self._taps)[0]
+
+  def step(self, a: int):
+    """One agent step of action index `a` -> (frame, game over)."""
+    _, self.slot = act_frames(self.ale, self.actions[a], FRAME_SKIP, self.frames, self.slot)
+    return self.observe(), self.ale.game_over(with_truncation=False)
+
+  def branches(self, horizon: int):
+    """Frames [A, horizon, 64, 64, 3] of each action held from the current state; the state is left as it was."""
+    saved, frames, slot = self.ale.cloneState(), self.frames.copy(), self.slot
+    out = []
+    for a in range(len(self.actions)):
+      self.ale.restoreState(saved)
+      self.frames[:], self.slot = frames, slot
+      out.append([self.step(a)[0] for _ in range(horizon)])
+    self.ale.restoreState(saved)
+    self.frames[:], self.slot = frames, slot
+    return np.asarray(out)
+
+
+def branch_points(game: str, points: int, gap: int, horizon: int, num_cond: int, seed: int) -> dict:
+  """Plays `game` with uniformly random actions and branches every `gap` steps (once `num_cond` frames of the
+  episode are held). Returns context obs [N, K, 64, 64, 3] (the last is the branch state) and act [N, K] (the
+  actions taken on them; the last is replaced by the branch's), and branches [A, N, horizon, 64, 64, 3]."""
+  env = BranchingAle(game, seed)
+  obs, acts = [env.reset()], []
+  ctx_obs, ctx_act, branches = [], [], []
+  since = 0
+  while len(branches) < points:
+    if len(obs) >= num_cond and since >= gap:
+      ctx_obs.append(np.stack(obs[-num_cond:]))
+      ctx_act.append(np.array(acts[len(acts) - num_cond + 1:] + [0], np.int32))
+      branches.append(env.branches(horizon))
+      since = 0
+    a = int(env.rng.integers(len(env.actions)))
+    frame, over = env.step(a)
+    acts.append(a)
+    obs.append(frame)
+    obs, acts, since = obs[-num_cond:], acts[-num_cond:], since + 1
+    if over:
+      obs, acts = [env.reset()], []
+  return {"obs": np.stack(ctx_obs), "act": np.stack(ctx_act), "branches": np.stack(branches, axis=1)}
