@@ -418,8 +418,8 @@ def atari_cpu() -> ml_collections.ConfigDict:
       run nothing beside it);
     * (2026-12-04) a latent denoiser of 64 channels and depth 2 (was 32 and 1, the MinAtar agent's), an
       entropy weight annealed from 0.01 to 0.001 (catch()'s): see the comment below.
-  UpNDown seeds 0 and 2 beat random with it (1,407.5 and 1,582.7 against 435.8 over 100 test games,
-  results/atari_cpu); seed 1 learnt (1,796 at epoch 48), then collapsed below random (169.6). With the 32-channel denoiser, in every game
+  UpNDown seeds 0, 2 and 3 beat random with it (1,407.5, 1,582.7 and 1,353.4 against 435.8 over 100 test
+  games, results/atari_cpu); seed 1 learnt (1,796 at epoch 48), then collapsed below random (169.6). With the 32-channel denoiser, in every game
   tried (Boxing, Qbert, CrazyClimber, UpNDown) the latent dynamics ignored the action, and the policy stayed
   uniform or learnt only what the reward/end model ties to the action itself; with this one they follow it on
   Breakout, which still played at random's level, and still ignore it on UpNDown (docs/results.md, "Atari on
