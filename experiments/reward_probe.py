@@ -64,7 +64,7 @@ def main(argv):
       print(f"| {name} | 0 | | | |")
       continue
     out = diagnostics.probe_rows(probe, state.wm_params, state.replay, rows, k, _BATCH.value,
-                                          lambda start: jax.random.key(_SEED.value * 1_000_003 + start))
+                                 lambda start: jax.random.key(_SEED.value * 1_000_003 + start))
     table[name] = {"transitions": len(rows)}
     for v in ("true", "sampled", "frozen"):
       p = out[v]

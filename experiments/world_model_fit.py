@@ -110,7 +110,7 @@ def main(argv):
     out = {}
     for name, (sign, found) in probe_sets.items():
       got = diagnostics.probe_rows(reward_probe, state.wm_params, state.replay, found, cfg.wm.num_cond,
-                                            cfg.optim.batch_size, lambda start: jax.random.fold_in(key, start))
+                                   cfg.optim.batch_size, lambda start: jax.random.fold_in(key, start))
       for v in ("true", "sampled"):
         out[f"reward_probe_{name}_{v}"] = float(np.mean(got[v][:, sign + 1]))
     return out
