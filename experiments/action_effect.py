@@ -85,13 +85,13 @@ def main(argv):
   model = np.stack([np.asarray(rollout(params, cond, data["act"], a, key)) for a in range(num_actions)])
   spread = float(np.std(cond))
   current = data["obs"][:, -1].astype(np.float64)
+  model_to_real = diagnostics.branch_distances(model, real)
   table = {
       "pixels": diagnostics.action_spread(data["branches"], 1.0).tolist(),
       "pixel_step": float(np.sqrt(np.mean(np.square(data["branches"][:, :, 0] - current[None])))),
       "real_latent": diagnostics.action_spread(real, spread).tolist(),
       "model": diagnostics.action_spread(model, spread).tolist(),
-      "model_error": (np.sqrt(np.mean(np.square(model - real).reshape(num_actions, n, horizon, -1), axis=(0, 1, 3)))
-                      / spread).tolist(),
+      "model_error": (np.sqrt(np.mean(np.diagonal(model_to_real), axis=-1)) / spread).tolist(),
       "gain": diagnostics.cross_action_gain(model, real).tolist(),
   }
   source = f"checkpoint of epoch {epoch}" if _WORKDIR.value else "untrained world model"

@@ -390,20 +390,30 @@ def make_fixed_action_rollout(config, horizon: int):
   return rollout
 
 
+def branch_distances(x, y):
+  """Mean squared difference between every branch of x and every branch of y, per step: x, y [A, N, H, ...]
+  (branches that differ only by the action held) -> [A, A, H], entry (a, a') over the N points and the
+  elements of x[a] - y[a']."""
+  import numpy as np
+  x, y = (np.asarray(v, np.float64) for v in (x, y))
+  a, n, h = x.shape[:3]
+  x, y = x.reshape(a, n, h, -1), y.reshape(a, n, h, -1)
+  return np.array([[np.mean(np.square(x[i] - y[j]), axis=(0, 2)) for j in range(a)] for i in range(a)])
+
+
+def _off_diagonal_mean(d):
+  """Mean over the entries a != a' of [A, A, H] -> [H]."""
+  import numpy as np
+  a = d.shape[0]
+  return d[~np.eye(a, dtype=bool)].mean(axis=0) if a > 1 else np.zeros(d.shape[2])
+
+
 def action_spread(branches, scale: float):
   """RMS over pairs of actions, points and elements of the difference between branches that differ only by
   the action held, per step: branches [A, N, H, ...] -> [H], divided by `scale` (e.g. the latents' std, as in
   `wm/action_sensitivity`). 0 when every action leads to the same states."""
   import numpy as np
-  x = np.asarray(branches, np.float64)
-  a, n, h = x.shape[:3]
-  x = x.reshape(a, n, h, -1)
-  total, pairs = np.zeros(h), 0
-  for i in range(a):
-    for j in range(i + 1, a):
-      total += np.mean(np.square(x[i] - x[j]), axis=(0, 2))
-      pairs += 1
-  return np.sqrt(total / max(pairs, 1)) / scale
+  return np.sqrt(_off_diagonal_mean(branch_distances(branches, branches))) / scale
 
 
 def cross_action_gain(model, real):
@@ -411,10 +421,6 @@ def cross_action_gain(model, real):
   model and real [A, N, H, ...] hold branches that differ only by the action held. Above 0 when the model's
   branches differ by action as the real ones do (the multi-step `wm/action_error_gain`)."""
   import numpy as np
-  m, r = (np.asarray(x, np.float64) for x in (model, real))
-  a, n, h = m.shape[:3]
-  m, r = m.reshape(a, n, h, -1), r.reshape(a, n, h, -1)
-  same = np.mean([np.mean(np.square(m[i] - r[i]), axis=(0, 2)) for i in range(a)], axis=0)
-  cross = np.mean([np.mean(np.square(m[i] - r[j]), axis=(0, 2)) for i in range(a) for j in range(a) if i != j],
-                  axis=0)
-  return np.sqrt(cross / np.maximum(same, 1e-12)) - 1.0
+  d = branch_distances(model, real)
+  same = np.mean(np.diagonal(d), axis=-1)         # np.diagonal of [A, A, H] is [H, A]
+  return np.sqrt(_off_diagonal_mean(d) / np.maximum(same, 1e-12)) - 1.0
